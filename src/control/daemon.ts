@@ -1,0 +1,479 @@
+/**
+ * vmd's parent logic over the vmm core: vm.conf, switches, the control socket, permissions
+ * and every verb. It owns no VM state of its own; the core does.
+ */
+import { execFile } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { availableParallelism } from 'node:os';
+
+import { formatDiagnostic, parseConfigFile } from '../config/index.js';
+import type { VmConfig as ConfVm, VmdConfig } from '../config/types.js';
+import { UserDb } from '../config/users.js';
+import { createQemuEngine } from '../engine/qemu.js';
+import type { AccelSetting } from '../engine/types.js';
+import { VmdError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { socketpair } from '../native.js';
+import type { VmInfo, VmParams } from '../vmm/types.js';
+import { Vmm, type VmEvent } from '../vmm/vmm.js';
+import { openConfigured } from './configured.js';
+import { checkControl, checkVerb, mayControl, type Caller } from './permissions.js';
+import type { ConsoleArgs, StartArgs, StopArgs, Target, WaitArgs } from './protocol.js';
+import { ControlServer, type Session } from './server.js';
+import type { Request } from './protocol.js';
+
+export interface DaemonOptions {
+  configPath: string;
+  /** A missing config file is fine (the default /etc/vm.conf may not exist). */
+  configOptional: boolean;
+  macros: Record<string, string>;
+  socketPath: string;
+  accel: AccelSetting;
+  /** User VM processes run as; null keeps the daemon's. */
+  vmUser: { uid: number; gid: number } | null;
+  /** Where the daemon keeps its runtime files (an empty working directory for VMs). */
+  stateDir: string;
+  log: Logger;
+  /** Deadline of the graceful part of stopping every VM at exit. */
+  shutdownTimeoutMs: number;
+}
+
+/** Default graceful stop deadline when a caller asks to wait without one. */
+export const STOP_TIMEOUT_MS = 30_000;
+
+const ok = (result: unknown, fds?: number[]) => ({ result, fds });
+
+/** Reads a config file, failing with every error as `file:line: message`. */
+export function loadConfig(path: string, optional: boolean, macros: Record<string, string>): VmdConfig {
+  const parsed = parseConfigFile(path, {
+    macros,
+    allowMissing: optional,
+    onlineCpus: availableParallelism(),
+  });
+  if (parsed.errors.length > 0) {
+    const lines = parsed.errors.map((d) => formatDiagnostic(d));
+    throw new VmdError('usage', lines.join('\n'));
+  }
+  return parsed.config;
+}
+
+export class Daemon {
+  readonly vmm: Vmm;
+  private server: ControlServer | null = null;
+  private config: VmdConfig;
+  private readonly configured = new Map<string, ConfVm>();
+  /** Bridges vmd created, removed again by reset switches and at exit. */
+  private readonly createdBridges = new Set<string>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private stopping: Promise<void> | null = null;
+
+  private constructor(
+    private readonly opts: DaemonOptions,
+    config: VmdConfig,
+  ) {
+    this.config = config;
+    mkdirSync(`${opts.stateDir}/empty`, { recursive: true, mode: 0o755 });
+    const engine = createQemuEngine({
+      accel: opts.accel,
+      user: opts.vmUser,
+      workDir: `${opts.stateDir}/empty`,
+      log: opts.log,
+    });
+    this.vmm = new Vmm({ engine, log: opts.log, instance: opts.socketPath });
+  }
+
+  /** Parses the config, kills leftovers, sets up switches and the socket, starts VMs. */
+  static async create(opts: DaemonOptions): Promise<Daemon> {
+    const config = loadConfig(opts.configPath, opts.configOptional, opts.macros);
+    const daemon = new Daemon(opts, config);
+    await daemon.vmm.init();
+    await daemon.applyConfig(config, false);
+    daemon.server = new ControlServer({
+      path: opts.socketPath,
+      gid: config.socketOwner?.gid ?? null,
+      log: opts.log,
+      handle: (session, req, fds) => daemon.dispatch(session, req, fds),
+    });
+    if (config.socketOwner && config.socketOwner.uid !== 0) {
+      opts.log.warn('socket owner: only the group of the socket is used; the owner stays root');
+    }
+    opts.log.info(`listening on ${opts.socketPath}`);
+    daemon.startEnabled();
+    return daemon;
+  }
+
+  /** Re-reads the config file: stopped VMs are replaced, running ones left alone. */
+  async reload(): Promise<void> {
+    const config = loadConfig(this.opts.configPath, this.opts.configOptional, this.opts.macros);
+    for (const info of this.vmm.info()) {
+      if (info.fromConfig && info.state === 'stopped') this.vmm.undefine(info.id);
+    }
+    this.configured.clear();
+    this.config = config;
+    await this.applyConfig(config, false);
+    this.startEnabled();
+    this.opts.log.info(`reloaded ${this.opts.configPath}`);
+  }
+
+  /** Stops every VM (graceful within the deadline, then forced) and closes the socket. */
+  shutdown(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const t of this.timers) clearTimeout(t);
+      this.server?.close();
+      await this.vmm.shutdown(this.opts.shutdownTimeoutMs);
+      await this.removeBridges();
+      this.opts.log.info('all VMs stopped, exiting');
+    })();
+    return this.stopping;
+  }
+
+  private async applyConfig(config: VmdConfig, additive: boolean): Promise<void> {
+    for (const sw of config.switches) {
+      if (sw.enabled) await this.ensureBridge(sw.interface, sw.up);
+    }
+    for (const vm of config.vms) {
+      if (additive && this.configured.has(vm.name)) continue;
+      this.configured.set(vm.name, vm);
+      this.vmm.define(vm.name, { uid: vm.owner?.uid ?? 0, gid: vm.owner?.gid ?? null }, !vm.enabled);
+    }
+  }
+
+  /** Starts enabled configured VMs in staggered batches, as vmd does. */
+  private startEnabled(): void {
+    const { parallel, delaySec } = this.config.staggeredStart;
+    const queue = [...this.configured.values()].filter((vm) => {
+      const info = this.vmm.lookup(vm.name);
+      return vm.enabled && info?.state === 'stopped';
+    });
+    for (const vm of queue) this.vmm.setWaiting(vm.name, true);
+    queue.forEach((vm, i) => {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        this.vmm.setWaiting(vm.name, false);
+        this.startConfigured(vm, vm.owner?.uid ?? 0).catch((err: Error) => {
+          this.opts.log.warn(`failed to start vm ${vm.name}: ${err.message}`);
+        });
+      }, Math.floor(i / Math.max(1, parallel)) * delaySec * 1000);
+      this.timers.add(t);
+    });
+  }
+
+  private startConfigured(vm: ConfVm, uid: number, gid?: number, kernelFd?: number): Promise<VmInfo> {
+    const params = openConfigured(vm, this.bridges(), kernelFd === undefined ? {} : { kernel: { fd: kernelFd } });
+    return this.vmm.start(params, { uid, gid, fromConfig: true });
+  }
+
+  private bridges(): Map<string, string> {
+    return new Map(this.config.switches.filter((s) => s.enabled).map((s) => [s.name, s.interface]));
+  }
+
+  private async ensureBridge(name: string, up: boolean): Promise<void> {
+    if (!existsSync(`/sys/class/net/${name}`)) {
+      await ip(['link', 'add', 'name', name, 'type', 'bridge']);
+      this.createdBridges.add(name);
+      this.opts.log.info(`switch: created bridge ${name}`);
+    }
+    await ip(['link', 'set', 'dev', name, up ? 'up' : 'down']);
+  }
+
+  private async removeBridges(): Promise<void> {
+    for (const name of this.createdBridges) {
+      await ip(['link', 'del', 'dev', name]).catch((err: Error) => this.opts.log.warn(err.message));
+    }
+    this.createdBridges.clear();
+  }
+
+  /** Runs one request; the handler owns fds, so unused ones are closed here. */
+  private async dispatch(session: Session, req: Request, fds: number[]) {
+    const used = new Set<number>();
+    const take = (index: number): number => {
+      if (index >= fds.length || used.has(index)) {
+        throw new VmdError('usage', `${req.verb}: descriptor ${index} missing`);
+      }
+      used.add(index);
+      return fds[index];
+    };
+    try {
+      checkVerb(session.caller, req.verb);
+      return await this.handle(session, req, take);
+    } finally {
+      fds.forEach((fd, i) => {
+        if (!used.has(i)) closeSync(fd);
+      });
+    }
+  }
+
+  private handle(session: Session, req: Request, take: (i: number) => number) {
+    const caller = session.caller;
+    switch (req.verb) {
+      case 'start':
+        return this.start(caller, req.args as unknown as StartArgs, take);
+      case 'stop':
+        return this.stop(caller, req.args);
+      case 'status':
+        return Promise.resolve(ok(this.status(req.args as { target?: Target; running?: boolean })));
+      case 'wait':
+        return this.wait(caller, req.args as unknown as WaitArgs);
+      case 'pause':
+      case 'unpause':
+        return this.pause(caller, req.verb, req.args.target as Target);
+      case 'console':
+        return this.console(caller, req.args as unknown as ConsoleArgs);
+      case 'send':
+        return this.send(req.args.target as Target, take(0));
+      case 'receive':
+        return this.receive(caller, req.args.name as string | undefined, take(0));
+      case 'load':
+        return this.load(req.args.path as string);
+      case 'reload':
+        return this.reload().then(() => ok({}));
+      case 'reset':
+        return this.reset((req.args.what as string | undefined) ?? 'all');
+      case 'log':
+        this.vmm.setVerbose(req.args.level === 'verbose' ? 2 : 0);
+        return Promise.resolve(ok({ level: req.args.level }));
+      case 'events':
+        return this.events(session, req.id);
+    }
+  }
+
+  private find(target: Target): VmInfo {
+    const vm = this.vmm.lookup(target);
+    if (!vm) throw new VmdError('notfound', `vm ${typeof target === 'number' ? target : `"${target}"`}: not found`);
+    return vm;
+  }
+
+  private async start(caller: Caller, a: StartArgs, take: (i: number) => number) {
+    const conf = this.configured.get(a.name);
+    const kernelFd = a.kernel ? take(a.kernel.fd) : undefined;
+    if (conf) {
+      const info = this.vmm.lookup(a.name)!;
+      checkControl(caller, info, 'start');
+      const extra = Object.keys(a).filter((k) => k !== 'name' && k !== 'kernel');
+      if (extra.length > 0) {
+        if (kernelFd !== undefined) closeSync(kernelFd);
+        throw new VmdError('state', `vm "${a.name}": defined in configuration; only -b may be given`);
+      }
+      return ok(await this.startConfigured(conf, caller.uid, caller.gid, kernelFd));
+    }
+    if (a.instanceOf !== undefined) {
+      if (kernelFd !== undefined) closeSync(kernelFd);
+      // XXX: instances of configured VMs (vmctl start -t) are not implemented yet.
+      throw new VmdError('failure', `vm "${a.name}": instances are not supported yet`);
+    }
+    if (caller.uid !== 0) {
+      if (kernelFd !== undefined) closeSync(kernelFd);
+      throw new VmdError('permission', `start: vm "${a.name}": permission denied (only root may create VMs)`);
+    }
+    const params: VmParams = {
+      name: a.name,
+      memoryBytes: a.memoryBytes,
+      vcpus: a.vcpus,
+      kernel: kernelFd === undefined ? undefined : { fd: kernelFd, path: a.kernel?.path },
+      initrd: a.initrd && { fd: take(a.initrd.fd), path: a.initrd.path },
+      cdrom: a.cdrom && { fd: take(a.cdrom.fd), path: a.cdrom.path },
+      cmdline: a.cmdline,
+      disks: (a.disks ?? []).map((d) => ({
+        image: { fd: take(d.fd), path: d.path },
+        bases: d.bases?.map((b) => ({ fd: take(b) })),
+        format: d.format,
+      })),
+      nics: (a.nics ?? []).map((n) => ({ ...n, switch: n.switch && this.bridgeOf(n.switch) })),
+      bootDevice: a.bootDevice,
+    };
+    return ok(await this.vmm.start(params, { uid: caller.uid, gid: caller.gid }));
+  }
+
+  private bridgeOf(name: string): string {
+    const bridge = this.bridges().get(name);
+    if (!bridge) throw new VmdError('notfound', `switch "${name}" not found`);
+    return bridge;
+  }
+
+  private async stop(caller: Caller, a: StopArgs) {
+    const targets = a.all
+      ? this.vmm.info().filter((vm) => vm.pid !== null && mayControl(caller, vm))
+      : [this.find(a.target ?? 0)];
+    const results = await Promise.all(
+      targets.map(async (vm) => {
+        checkControl(caller, vm, 'stop');
+        if (vm.pid === null && vm.state !== 'starting') {
+          return { id: vm.id, name: vm.name, result: 'not-running' };
+        }
+        const result = await this.vmm.terminate(vm.id, {
+          force: a.force,
+          timeoutMs: a.timeoutMs,
+          wait: a.wait || a.timeoutMs !== undefined,
+        });
+        return { id: vm.id, name: vm.name, result };
+      }),
+    );
+    return ok(results);
+  }
+
+  private status(a: { target?: Target; running?: boolean }): VmInfo[] {
+    return this.vmm.info().filter((vm) => {
+      if (a.running && vm.pid === null) return false;
+      if (a.target === undefined) return true;
+      return typeof a.target === 'number' ? vm.id === a.target : vm.name === a.target;
+    });
+  }
+
+  private async wait(caller: Caller, a: WaitArgs) {
+    const vm = this.find(a.target);
+    checkControl(caller, vm, 'wait');
+    const timeoutMs = a.timeoutMs;
+    const what = `vm "${vm.name}"`;
+    let work: Promise<unknown>;
+    if (a.for === 'stopped') {
+      work = vm.pid === null ? Promise.resolve() : this.vmm.waitExit(vm.id);
+    } else if (a.for === 'running') {
+      work = this.untilRunning(vm.id);
+    } else {
+      let re: RegExp;
+      try {
+        re = new RegExp(a.for.console, 'm');
+      } catch (err) {
+        throw new VmdError('usage', `wait: bad pattern: ${(err as Error).message}`);
+      }
+      const console = this.vmm.console(vm.id);
+      work = console.waitFor(re, timeoutMs ?? 2 ** 31 - 1, 0);
+    }
+    await withDeadline(work, timeoutMs, `${what}: still waiting after ${(timeoutMs ?? 0) / 1000}s`);
+    return ok(this.vmm.lookup(vm.id) ?? { ...vm, state: 'stopped', pid: null });
+  }
+
+  private untilRunning(id: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        const state = this.vmm.lookup(id)?.state;
+        if (state === 'running' || state === 'paused') {
+          this.vmm.off('event', check);
+          resolve();
+        }
+      };
+      this.vmm.on('event', check);
+      check();
+    });
+  }
+
+  private async pause(caller: Caller, verb: 'pause' | 'unpause', target: Target) {
+    const vm = this.find(target);
+    checkControl(caller, vm, verb);
+    return ok(verb === 'pause' ? await this.vmm.pause(vm.id) : await this.vmm.unpause(vm.id));
+  }
+
+  /** Hands the client one end of a socketpair relaying the console. */
+  private console(caller: Caller, a: ConsoleArgs) {
+    const vm = this.find(a.target);
+    checkControl(caller, vm, 'console');
+    const log = this.vmm.console(vm.id);
+    const [mine, theirs] = socketpair();
+    const sock = new Socket({ fd: mine, readable: true, writable: true });
+    sock.on('error', () => sock.destroy());
+    if (a.mode !== 'attach') sock.write(log.snapshot().data);
+    if (a.mode === 'log' || log.isEnded) {
+      sock.end();
+      return Promise.resolve(ok({ vm }, [theirs]));
+    }
+    const onData = (data: Buffer) => sock.write(data);
+    const onEnd = () => sock.end();
+    log.on('data', onData);
+    log.once('end', onEnd);
+    sock.on('close', () => {
+      log.off('data', onData);
+      log.off('end', onEnd);
+    });
+    if (a.mode === 'attach') {
+      sock.on('data', (input: Buffer) => void log.input(input).catch(() => sock.destroy()));
+    }
+    return Promise.resolve(ok({ vm }, [theirs]));
+  }
+
+  private async send(target: Target, fd: number) {
+    const vm = this.find(target);
+    try {
+      await this.vmm.send(vm.id, fd);
+    } finally {
+      closeSync(fd);
+    }
+    return ok({ id: vm.id, name: vm.name });
+  }
+
+  private async receive(caller: Caller, name: string | undefined, fd: number) {
+    const info = await this.vmm.receive(fd, {
+      name,
+      uid: caller.uid,
+      gid: caller.gid,
+      open: (config) => {
+        const conf: ConfVm = {
+          name: config.name, enabled: true, memoryBytes: config.memoryBytes, vcpus: config.vcpus,
+          kernel: config.kernel, initrd: config.initrd, cmdline: config.cmdline, cdrom: config.cdrom,
+          disks: config.disks.map((d) => ({ path: d.path ?? '', format: d.format })),
+          interfaces: config.nics.map((n) => ({ local: n.local, locked: false, up: true, lladdr: n.lladdr })),
+          bootDevice: config.bootDevice, sev: false, seves: false, source: { file: '-', line: 0 },
+        };
+        const params = openConfigured(conf, this.bridges());
+        params.nics = config.nics.map((n) => ({ lladdr: n.lladdr, local: n.local, switch: n.switch }));
+        return params;
+      },
+    });
+    return ok(info);
+  }
+
+  private async load(path: string) {
+    const config = loadConfig(path, false, this.opts.macros);
+    this.config.switches.push(...config.switches);
+    await this.applyConfig(config, true);
+    this.startEnabled();
+    return ok({ path });
+  }
+
+  private async reset(what: string) {
+    if (what === 'all' || what === 'vms') {
+      await this.vmm.reset();
+      this.configured.clear();
+    }
+    if (what === 'all' || what === 'switches') await this.removeBridges();
+    return ok({ what });
+  }
+
+  /** Streams table events until the client goes away. */
+  private events(session: Session, id: number) {
+    return new Promise<{ result: unknown }>((resolve) => {
+      const forward = (event: VmEvent) => {
+        if (!session.stream(id, event)) this.vmm.off('event', forward);
+      };
+      this.vmm.on('event', forward);
+      session.onClose(() => {
+        this.vmm.off('event', forward);
+        resolve(ok({}));
+      });
+    });
+  }
+}
+
+function withDeadline(work: Promise<unknown>, timeoutMs: number | undefined, message: string) {
+  if (timeoutMs === undefined) return work;
+  let timer: NodeJS.Timeout;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new VmdError('timeout', message)), timeoutMs);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+function ip(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('ip', args, (err, _out, stderr) => {
+      if (err) reject(new VmdError('engine', `ip ${args.join(' ')}: ${stderr.trim() || err.message}`));
+      else resolve();
+    });
+  });
+}
+
+/** Users for owner names in status, read fresh so that new accounts show. */
+export function userDb(): UserDb {
+  return new UserDb();
+}
+
