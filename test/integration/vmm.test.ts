@@ -35,7 +35,8 @@ import {
 } from '../helpers/vm.js';
 
 const READY = /GUEST-READY/;
-const PROMPT = /\/ # $/m;
+// busybox sh asks for the cursor position (ESC [6n) right after its prompt.
+const PROMPT = /\/ # (?:\x1b\[6n)?$/;
 const tmp = mkdtempSync(join(tmpdir(), 'vmd-vmm-test-'));
 
 const vmm = makeVmm();
