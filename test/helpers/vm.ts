@@ -1,5 +1,5 @@
 // Helpers for tests that boot the project's test guest (scripts/build-guest.sh).
-import { existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,6 +34,7 @@ export function testLogger(): Logger & { lines: string[] } {
 export function makeVmm(instance = `test-${process.pid}`): Vmm & { log: ReturnType<typeof testLogger> } {
   const log = testLogger();
   const workDir = mkdtempSync(join(tmpdir(), 'vmd-test-empty-'));
+  chmodSync(workDir, 0o755);
   const engine = createQemuEngine({ accel: 'tcg', user: NOBODY, workDir, log });
   return Object.assign(new Vmm({ engine, log, instance }), { log });
 }
@@ -43,7 +44,7 @@ export function guestParams(name: string, extra = '', more: Partial<VmParams> = 
   return {
     name,
     memoryBytes: 256 * 1024 * 1024,
-    kernel: { fd: openSync(KERNEL, 'r'), path: KERNEL },
+    kernel: more.kernel ?? { fd: openSync(KERNEL, 'r'), path: KERNEL },
     initrd: { fd: openSync(INITRD, 'r'), path: INITRD },
     cmdline: `console=ttyS0 quiet ${extra}`.trim(),
     ...more,
