@@ -157,7 +157,7 @@ export class Vmm extends EventEmitter {
   /** Looks a VM up by id or name. */
   lookup(idOrName: number | string): VmInfo | undefined {
     const vm = typeof idOrName === 'number' ? this.vms.get(idOrName) : this.byName(idOrName);
-    return vm ? this.describe(vm, hypervisorInfo()) : undefined;
+    return vm ? this.describe(vm) : undefined;
   }
 
   /** All VMs, merged with what the hypervisor reports about their processes. */
@@ -186,7 +186,7 @@ export class Vmm extends EventEmitter {
     } finally {
       vm.starting = null;
     }
-    const info = this.describe(vm, hypervisorInfo());
+    const info = this.describe(vm);
     this.opts.log.info(`${label(vm)}: started, pid ${info.pid}, tty ${vm.tty}`);
     this.emitEvent('start', vm);
     return info;
@@ -300,7 +300,7 @@ export class Vmm extends EventEmitter {
     vm.flags |= VM_FLAG.RECEIVED;
     await vm.proc!.resume();
     vm.flags &= ~VM_FLAG.PAUSED;
-    return this.describe(vm, hypervisorInfo());
+    return this.describe(vm);
   }
 
   /** Sets the log verbosity at run time (0 brief, 1 verbose, 2 debug). */
@@ -534,13 +534,14 @@ export class Vmm extends EventEmitter {
   }
 
   private emitEvent(type: VmEvent['type'], vm: VmEntry, exit?: VmExit): VmInfo {
-    const info = this.describe(vm, hypervisorInfo());
+    const info = this.describe(vm);
     const event: VmEvent = exit ? { type, vm: info, exit } : { type, vm: info };
     this.emit('event', event);
     return info;
   }
 
-  private describe(vm: VmEntry, hv: HypervisorVm[]): VmInfo {
+  /** A VM's info; hv, the hypervisor's list, is scanned only for whole-table listings. */
+  private describe(vm: VmEntry, hv: HypervisorVm[] = []): VmInfo {
     const pid = vm.proc?.pid ?? null;
     const hvm = pid === null ? undefined : hv.find((h) => h.pid === pid);
     const config = vm.config ?? { name: vm.name, memoryBytes: 0, vcpus: 0, disks: [], nics: [] };
