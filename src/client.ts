@@ -94,7 +94,12 @@ export class Client {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.waiters.set(id, { resolve, reject, onStream });
-      this.chan.send(encode({ id, verb, args: args as Record<string, unknown> }), fds);
+      try {
+        this.chan.send(encode({ id, verb, args: args as Record<string, unknown> }), fds);
+      } catch (err) {
+        this.waiters.delete(id);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
     });
   }
 
@@ -126,6 +131,10 @@ export class Client {
   /** A socket relaying the console (see ConsoleArgs.mode); the caller owns the fd. */
   async console(target: Target, mode: ConsoleArgs['mode']): Promise<{ vm: VmInfo; fd: number }> {
     const r = await this.request('console', { target, mode });
+    if (r.fds.length !== 1) {
+      r.fds.forEach((fd) => closeSync(fd));
+      throw new VmdError('failure', 'console: vmd sent no console socket');
+    }
     return { vm: (r.result as { vm: VmInfo }).vm, fd: r.fds[0] };
   }
 

@@ -39,8 +39,8 @@ export interface DaemonOptions {
   shutdownTimeoutMs: number;
 }
 
-/** Default graceful stop deadline when a caller asks to wait without one. */
-export const STOP_TIMEOUT_MS = 30_000;
+/** How many ended VMs are remembered (twice: by name and by id) for repeated stops. */
+const DEPARTED_MAX = 2 * 1024;
 
 const ok = (result: unknown, fds?: number[]) => ({ result, fds });
 
@@ -66,6 +66,8 @@ export class Daemon {
   /** Bridges vmd created, removed again by reset switches and at exit. */
   private readonly createdBridges = new Set<string>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** VMs that ended and left the table, so that stop and wait can be repeated safely. */
+  private readonly departed = new Map<string, VmInfo>();
   private stopping: Promise<void> | null = null;
 
   private constructor(
@@ -81,6 +83,24 @@ export class Daemon {
       log: opts.log,
     });
     this.vmm = new Vmm({ engine, log: opts.log, instance: opts.socketPath });
+    this.vmm.on('event', (event: VmEvent) => this.remember(event));
+  }
+
+  private remember(event: VmEvent): void {
+    if (event.type === 'start') {
+      this.departed.delete(event.vm.name);
+      this.departed.delete(String(event.vm.id));
+      return;
+    }
+    if (event.type !== 'exit' || event.vm.fromConfig) return;
+    const gone = { ...event.vm, state: 'stopped' as const, pid: null, tty: null };
+    this.departed.set(event.vm.name, gone);
+    this.departed.set(String(event.vm.id), gone);
+    // Bounded: the oldest entries go first (a Map keeps insertion order).
+    for (const key of this.departed.keys()) {
+      if (this.departed.size <= DEPARTED_MAX) break;
+      this.departed.delete(key);
+    }
   }
 
   /** Parses the config, kills leftovers, sets up switches and the socket, starts VMs. */
@@ -135,7 +155,8 @@ export class Daemon {
     for (const vm of config.vms) {
       if (additive && this.configured.has(vm.name)) continue;
       this.configured.set(vm.name, vm);
-      this.vmm.define(vm.name, { uid: vm.owner?.uid ?? 0, gid: vm.owner?.gid ?? null }, !vm.enabled);
+      const owner = { uid: vm.owner?.uid ?? 0, gid: vm.owner?.gid ?? null };
+      this.vmm.define(vm.name, owner, !vm.enabled, { memoryBytes: vm.memoryBytes, vcpus: vm.vcpus });
     }
   }
 
@@ -208,7 +229,7 @@ export class Daemon {
     const caller = session.caller;
     switch (req.verb) {
       case 'start':
-        return this.start(caller, req.args as unknown as StartArgs, take);
+        return this.start(session, req.args as unknown as StartArgs, take);
       case 'stop':
         return this.stop(caller, req.args);
       case 'status':
@@ -238,13 +259,14 @@ export class Daemon {
     }
   }
 
-  private find(target: Target): VmInfo {
-    const vm = this.vmm.lookup(target);
+  private find(target: Target, departed = false): VmInfo {
+    const vm = this.vmm.lookup(target) ?? (departed ? this.departed.get(String(target)) : undefined);
     if (!vm) throw new VmdError('notfound', `vm ${typeof target === 'number' ? target : `"${target}"`}: not found`);
     return vm;
   }
 
-  private async start(caller: Caller, a: StartArgs, take: (i: number) => number) {
+  private async start(session: Session, a: StartArgs, take: (i: number) => number) {
+    const caller = session.caller;
     const conf = this.configured.get(a.name);
     const kernelFd = a.kernel ? take(a.kernel.fd) : undefined;
     if (conf) {
@@ -282,7 +304,18 @@ export class Daemon {
       nics: (a.nics ?? []).map((n) => ({ ...n, switch: n.switch && this.bridgeOf(n.switch) })),
       bootDevice: a.bootDevice,
     };
-    return ok(await this.vmm.start(params, { uid: caller.uid, gid: caller.gid }));
+    // As in vmd, a VM made from the command line belongs to its user, not to a group.
+    const info = await this.vmm.start(params, { uid: caller.uid });
+    if (a.stopOnDisconnect) this.stopOnClose(session, info);
+    return ok(info);
+  }
+
+  private stopOnClose(session: Session, info: VmInfo): void {
+    session.onClose(() => {
+      if (this.vmm.lookup(info.id)?.pid !== info.pid) return;
+      this.opts.log.info(`vm ${info.name} (id ${info.id}): its client went away, stopping it`);
+      this.vmm.terminate(info.id, { force: true }).catch(() => undefined);
+    });
   }
 
   private bridgeOf(name: string): string {
@@ -294,11 +327,11 @@ export class Daemon {
   private async stop(caller: Caller, a: StopArgs) {
     const targets = a.all
       ? this.vmm.info().filter((vm) => vm.pid !== null && mayControl(caller, vm))
-      : [this.find(a.target ?? 0)];
+      : [this.find(a.target ?? 0, true)];
     const results = await Promise.all(
       targets.map(async (vm) => {
         checkControl(caller, vm, 'stop');
-        if (vm.pid === null && vm.state !== 'starting') {
+        if (!this.vmm.lookup(vm.id) || (vm.pid === null && vm.state !== 'starting')) {
           return { id: vm.id, name: vm.name, result: 'not-running' };
         }
         const result = await this.vmm.terminate(vm.id, {
@@ -321,13 +354,14 @@ export class Daemon {
   }
 
   private async wait(caller: Caller, a: WaitArgs) {
-    const vm = this.find(a.target);
+    const vm = this.find(a.target, a.for === 'stopped');
     checkControl(caller, vm, 'wait');
     const timeoutMs = a.timeoutMs;
     const what = `vm "${vm.name}"`;
     let work: Promise<unknown>;
     if (a.for === 'stopped') {
-      work = vm.pid === null ? Promise.resolve() : this.vmm.waitExit(vm.id);
+      const running = vm.pid !== null && this.vmm.lookup(vm.id) !== undefined;
+      work = running ? this.vmm.waitExit(vm.id) : Promise.resolve();
     } else if (a.for === 'running') {
       work = this.untilRunning(vm.id);
     } else {
@@ -338,7 +372,8 @@ export class Daemon {
         throw new VmdError('usage', `wait: bad pattern: ${(err as Error).message}`);
       }
       const console = this.vmm.console(vm.id);
-      work = console.waitFor(re, timeoutMs ?? 2 ** 31 - 1, 0);
+      // The deadline below is the one that reports; the console's own is only a backstop.
+      work = console.waitFor(re, 2 ** 31 - 1, 0);
     }
     await withDeadline(work, timeoutMs, `${what}: still waiting after ${(timeoutMs ?? 0) / 1000}s`);
     return ok(this.vmm.lookup(vm.id) ?? { ...vm, state: 'stopped', pid: null });
@@ -423,6 +458,7 @@ export class Daemon {
   }
 
   private async load(path: string) {
+    if (!existsSync(path)) throw new VmdError('notfound', `load: ${path}: no such file`);
     const config = loadConfig(path, false, this.opts.macros);
     this.config.switches.push(...config.switches);
     await this.applyConfig(config, true);

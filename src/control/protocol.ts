@@ -50,6 +50,8 @@ export interface StartArgs {
   bootDevice?: 'disk' | 'cdrom' | 'net';
   /** Start an instance of this configured VM. */
   instanceOf?: string;
+  /** Force the VM off when this connection closes (a throwaway VM, as `vmctl run` makes). */
+  stopOnDisconnect?: boolean;
 }
 
 export interface StopArgs {
@@ -129,6 +131,7 @@ const ARGS: Record<Verb, Check> = {
     nics: opt(arrayOf(shape({ switch: opt(isStr), local: opt(isBool), lladdr: opt(isStr) }), 8)),
     bootDevice: opt(oneOf('disk', 'cdrom', 'net')),
     instanceOf: opt(isStr),
+    stopOnDisconnect: opt(isBool),
   }),
   stop: shape({
     target: opt(isTarget), all: opt(isBool), force: opt(isBool), wait: opt(isBool),

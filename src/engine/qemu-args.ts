@@ -107,12 +107,14 @@ function diskArgs(argv: string[], plan: FdPlan, disk: DiskSpec, index: number): 
     argv.push('-blockdev', `driver=file,node-name=${node}-f,filename=${path}${ro}`);
     return { node, ro };
   });
-  nodes.forEach(({ node, ro }, layer) => {
+  // A node can only name a backing node defined before it: deepest base first.
+  for (let layer = nodes.length - 1; layer >= 0; layer--) {
+    const { node, ro } = nodes[layer];
     const format = layer === 0 ? disk.format : 'qcow2';
     let opts = `driver=${format},node-name=${node},file=${node}-f${ro}`;
     if (format === 'qcow2' && layer + 1 < nodes.length) opts += `,backing=${nodes[layer + 1].node}`;
     argv.push('-blockdev', opts);
-  });
+  }
   argv.push('-device', `virtio-blk-pci,drive=hd${index}`);
 }
 

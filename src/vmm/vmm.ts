@@ -123,17 +123,23 @@ export class Vmm extends EventEmitter {
     if (killed > 0) this.opts.log.info(`killed ${killed} VM process(es) left by an earlier vmd`);
   }
 
-  /** Adds or updates a stopped VM from configuration; returns its id. */
-  define(name: string, owner: Owner, disabled = false): number {
-    const existing = this.byName(name);
-    if (existing) {
-      existing.fromConfig = true;
-      existing.disabled = disabled;
-      if (!existing.proc) existing.owner = owner;
-      return existing.id;
-    }
-    const vm = this.newEntry(name, owner, true);
+  /**
+   * Adds or updates a stopped VM from configuration; returns its id. sizes is what status
+   * shows for it until it runs.
+   */
+  define(
+    name: string,
+    owner: Owner,
+    disabled = false,
+    sizes: { memoryBytes?: number; vcpus?: number } = {},
+  ): number {
+    const vm = this.byName(name) ?? this.newEntry(name, owner, true);
+    vm.fromConfig = true;
     vm.disabled = disabled;
+    if (!vm.proc && !vm.starting) {
+      vm.owner = owner;
+      vm.config = describeParams({ name, ...sizes }, vm.id);
+    }
     return vm.id;
   }
 
@@ -200,7 +206,7 @@ export class Vmm extends EventEmitter {
     const vm = this.mustFind(id);
     if (vm.starting) await vm.starting.catch(() => undefined);
     const proc = vm.proc;
-    if (!proc) throw new VmdError('state', `${label(vm)}: not running`);
+    if (!proc) throw new VmdError('state', `${quoted(vm)}: not running`);
     const exited = this.waitExit(vm.id);
     if (opts.force) {
       this.forceStop(vm, proc);
@@ -223,7 +229,7 @@ export class Vmm extends EventEmitter {
     if (vm.starting) await vm.starting.catch(() => undefined);
     if (!vm.proc) {
       if (vm.lastExit) return vm.lastExit;
-      throw new VmdError('state', `${label(vm)}: not running`);
+      throw new VmdError('state', `${quoted(vm)}: not running`);
     }
     return new Promise((resolve) => {
       const list = this.exitWaiters.get(vm.id) ?? [];
@@ -235,7 +241,7 @@ export class Vmm extends EventEmitter {
   async pause(id: number): Promise<VmInfo> {
     const vm = this.mustFind(id);
     const proc = this.running(vm);
-    if (vm.flags & VM_FLAG.PAUSED) throw new VmdError('state', `${label(vm)}: already paused`);
+    if (vm.flags & VM_FLAG.PAUSED) throw new VmdError('state', `${quoted(vm)}: already paused`);
     await proc.pause();
     vm.flags |= VM_FLAG.PAUSED;
     this.opts.log.info(`${label(vm)}: paused`);
@@ -245,7 +251,7 @@ export class Vmm extends EventEmitter {
   async unpause(id: number): Promise<VmInfo> {
     const vm = this.mustFind(id);
     const proc = this.running(vm);
-    if (!(vm.flags & VM_FLAG.PAUSED)) throw new VmdError('state', `${label(vm)}: not paused`);
+    if (!(vm.flags & VM_FLAG.PAUSED)) throw new VmdError('state', `${quoted(vm)}: not paused`);
     await proc.resume();
     vm.flags &= ~VM_FLAG.PAUSED;
     this.opts.log.info(`${label(vm)}: unpaused`);
@@ -255,7 +261,7 @@ export class Vmm extends EventEmitter {
   /** The console of a VM (running, or the last run of a configured VM). */
   console(id: number): ConsoleLog {
     const vm = this.mustFind(id);
-    if (!vm.console) throw new VmdError('state', `${label(vm)}: no console`);
+    if (!vm.console) throw new VmdError('state', `${quoted(vm)}: no console`);
     return vm.console;
   }
 
@@ -273,7 +279,9 @@ export class Vmm extends EventEmitter {
       await proc.saveTo(fd, SEND_TIMEOUT_MS);
     } catch (err) {
       if (!wasPaused && vm.proc === proc) await this.unpause(id).catch(() => undefined);
-      throw err instanceof VmdError ? err : new VmdError('failure', `${label(vm)}: send: ${(err as Error).message}`);
+      throw err instanceof VmdError
+        ? err
+        : new VmdError('failure', `${quoted(vm)}: send: ${(err as Error).message}`);
     }
     this.opts.log.info(`${label(vm)}: sent`);
     vm.flags |= VM_FLAG.SHUTDOWN;
@@ -337,10 +345,10 @@ export class Vmm extends EventEmitter {
   private claim(params: VmParams, opts: StartOptions): VmEntry {
     const existing = this.byName(params.name);
     if (existing && (existing.proc || existing.starting)) {
-      throw new VmdError('state', `${label(existing)}: already running`);
+      throw new VmdError('state', `${quoted(existing)}: already running`);
     }
     if (existing && !existing.fromConfig) {
-      throw new VmdError('state', `${label(existing)}: already exists`);
+      throw new VmdError('state', `${quoted(existing)}: already exists`);
     }
     const owner = params.owner ?? { uid: opts.uid, gid: opts.gid ?? null };
     const vm = existing ?? this.newEntry(params.name, owner, opts.fromConfig ?? false);
@@ -387,8 +395,8 @@ export class Vmm extends EventEmitter {
       this.release(vm);
       this.opts.log.warn(`${label(vm)}: start failed: ${(err as Error).message}`);
       throw err instanceof VmdError
-        ? new VmdError(err.code, `${label(vm)}: ${err.message}`, { hint: err.hint, cause: err })
-        : new VmdError('engine', `${label(vm)}: ${(err as Error).message}`, { cause: err });
+        ? new VmdError(err.code, `${quoted(vm)}: ${err.message}`, { hint: err.hint, cause: err })
+        : new VmdError('engine', `${quoted(vm)}: ${(err as Error).message}`, { cause: err });
     } finally {
       // The VM process holds its own copies now (or there is none).
       closeAll([...owned, ...(pty ? [pty.slave] : []), ...vm.taps.map((t) => t.fd)]);
@@ -453,6 +461,11 @@ export class Vmm extends EventEmitter {
     this.emitEvent('stopping', vm);
     try {
       await proc.rebootEndsVm();
+      // A paused guest cannot see the power button; let it run so that it can power off.
+      if (vm.flags & VM_FLAG.PAUSED) {
+        await proc.resume();
+        vm.flags &= ~VM_FLAG.PAUSED;
+      }
       await proc.powerButton();
     } catch (err) {
       if (vm.proc === proc) throw err;
@@ -518,7 +531,7 @@ export class Vmm extends EventEmitter {
   }
 
   private running(vm: VmEntry): EngineVm {
-    if (!vm.proc || vm.starting) throw new VmdError('state', `${label(vm)}: not running`);
+    if (!vm.proc || vm.starting) throw new VmdError('state', `${quoted(vm)}: not running`);
     return vm.proc;
   }
 
@@ -590,8 +603,14 @@ function residentOf(pid: number): number | null {
   }
 }
 
+/** How log lines name a VM. */
 function label(vm: { name: string; id: number }): string {
   return `vm ${vm.name} (id ${vm.id})`;
+}
+
+/** How error messages name a VM. */
+function quoted(vm: { name: string }): string {
+  return `vm "${vm.name}"`;
 }
 
 function closeAll(fds: readonly number[]): void {

@@ -34,7 +34,7 @@ export async function startDaemon(conf = '', extra: string[] = []): Promise<Runn
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let text = '';
-  proc.stderr!.on('data', (d: Buffer) => {
+  proc.stderr.on('data', (d: Buffer) => {
     text += d.toString();
     if (process.env.VMD_TEST_LOG) process.stderr.write(d);
   });

@@ -36,6 +36,7 @@ import {
 
 const READY = /GUEST-READY/;
 // busybox sh asks for the cursor position (ESC [6n) right after its prompt.
+// eslint-disable-next-line no-control-regex
 const PROMPT = /\/ # (?:\x1b\[6n)?$/;
 const tmp = mkdtempSync(join(tmpdir(), 'vmd-vmm-test-'));
 
@@ -183,7 +184,7 @@ describe('guests that boot', () => {
     const cases: [string, RegExp][] = [
       [corrupt, /checksum mismatch/],
       [foreign, /not a vmd-ts VM stream/],
-      [truncated, /vm restored2 \(id \d+\): .+/],
+      [truncated, /vm "restored2": .+/],
     ];
     for (const [file, re] of cases) {
       await assert.rejects(
@@ -242,17 +243,17 @@ describe('start failures name the cause and leak nothing', () => {
       [
         { ...guestParams('badkernel', '', { kernel: { fd: 987 } }) },
         'engine',
-        /vm badkernel \(id \d+\): .*(Bad file descriptor|EBADF)/,
+        /vm "badkernel": .*(Bad file descriptor|EBADF)/,
       ],
       [
         guestParams('badimage', '', { disks: [{ image: { fd: openSync(junk, 'r+') }, format: 'qcow2' }] }),
         'engine',
-        /vm badimage \(id \d+\): .*qcow2/,
+        /vm "badimage": .*qcow2/,
       ],
       [
         guestParams('rodisk', '', { disks: [{ image: { fd: openSync(junk, 'r') }, format: 'raw' }] }),
         'engine',
-        /vm rodisk \(id \d+\): .*Permission denied/,
+        /vm "rodisk": .*Permission denied/,
       ],
     ];
     for (const [params, code, re] of cases) {

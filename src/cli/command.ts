@@ -1,0 +1,95 @@
+/**
+ * What every vmctl verb shares: the streams it may use, the context main hands it, and the
+ * result it returns. A handler returns its output and exit code; only main writes the final
+ * output and turns errors into text (see vmctl.ts). Streaming verbs (console, events, run)
+ * write to ctx.io.stdout as data arrives.
+ */
+import { closeSync } from 'node:fs';
+import type { Argv } from 'yargs';
+
+import type { Client } from '../client.js';
+
+/** A readable stream as vmctl uses stdin. */
+export interface InputStream extends NodeJS.ReadableStream {
+  isTTY?: boolean;
+  fd?: number;
+  setRawMode?(mode: boolean): unknown;
+}
+
+/** A writable stream as vmctl uses stdout and stderr. */
+export interface OutputStream extends NodeJS.WritableStream {
+  isTTY?: boolean;
+}
+
+/** The process's streams and environment; tests pass their own. */
+export interface Io {
+  stdin: InputStream;
+  stdout: OutputStream;
+  stderr: OutputStream;
+  env: NodeJS.ProcessEnv;
+}
+
+export interface CommandResult {
+  /** Text for stdout, written by main as is. */
+  output?: string;
+  /** Default 0. */
+  exitCode?: number;
+}
+
+/** What a handler gets besides its arguments. */
+export interface Context {
+  readonly io: Io;
+  /** --json: stdout carries one JSON document (or NDJSON); no notices on stderr. */
+  readonly json: boolean;
+  /** -v count. */
+  readonly verbose: number;
+  /** The verb being run, for messages. */
+  readonly verb: string;
+  /** Connects once to vmd (socket from --socket, $VMD_SOCKET or the default); main closes it. */
+  client(): Promise<Client>;
+  /** "vmctl: text" on stderr, as vmctl's warnx does; nothing under --json. */
+  notice(text: string): void;
+  /** A line on stderr without the prefix (vmctl's stop messages); nothing under --json. */
+  say(text: string): void;
+  /** A line on stderr only with -v. */
+  debug(text: string): void;
+  /** Runs fn when main finishes (closing descriptors, restoring the terminal). */
+  defer(fn: () => void): void;
+  /** Resolves when stdout's reader has gone (EPIPE): streaming verbs stop then. */
+  readonly stdoutGone: Promise<void>;
+}
+
+/** One verb. */
+export interface Command<A = Record<string, unknown>> {
+  /** The verb, as matched by prefix. */
+  readonly name: string;
+  /** The yargs command string, e.g. 'stop [id]'. */
+  readonly command: string;
+  /** The usage line shown by `vmctl VERB --help`. */
+  readonly usage: string;
+  /** One line for the command list of `vmctl --help`. */
+  readonly describe: string;
+  /** Extra text at the end of `vmctl VERB --help`. */
+  readonly epilogue?: string;
+  builder(y: Argv): Argv;
+  run(args: A, ctx: Context): Promise<CommandResult>;
+}
+
+/** Erases a command's argument type for the verb table; yargs has checked the shape. */
+export function defineCommand<A>(c: Command<A>): Command {
+  return { ...c, run: (args, ctx) => c.run(args as A, ctx) };
+}
+
+/** The JSON text of a value plus a newline, for --json output. */
+export function jsonLine(value: unknown): string {
+  return JSON.stringify(value) + '\n';
+}
+
+/** Closes a descriptor, ignoring errors (it may already be gone). */
+export function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Already closed or never valid: nothing to release.
+  }
+}

@@ -1,0 +1,25 @@
+/**
+ * `vmctl events`: one line per VM event (start, stopping, pause, unpause, reboot, exit) as it
+ * happens, until vmd goes away, the reader of stdout does, or vmctl is interrupted. --json
+ * gives NDJSON, each line the event as vmd sends it: {type, vm, exit?}, vm as in status.
+ */
+import { defineCommand, jsonLine } from './command.js';
+import { formatEvent } from './format.js';
+
+export const eventsCommand = defineCommand<object>({
+  name: 'events',
+  command: 'events',
+  usage: 'usage: vmctl events [--json]',
+  describe: 'print vm events as they happen',
+  epilogue: 'Lines read: TIME TYPE vm NAME id ID STATE [exit N | signal SIG] [(reason)].',
+  builder: (y) => y,
+  async run(_args, ctx) {
+    const client = await ctx.client();
+    const out = ctx.io.stdout;
+    const stream = client.events((event) => {
+      out.write(ctx.json ? jsonLine(event) : formatEvent(event, new Date()) + '\n');
+    });
+    await Promise.race([stream, ctx.stdoutGone]);
+    return {};
+  },
+});

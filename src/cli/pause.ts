@@ -1,0 +1,30 @@
+/**
+ * `vmctl pause id` and `vmctl unpause id`: stop and resume the guest's CPUs.
+ */
+import { requireTarget } from './args.js';
+import { defineCommand, jsonLine, type Command } from './command.js';
+
+interface PauseArgs {
+  id?: string;
+}
+
+function pauseVerb(verb: 'pause' | 'unpause', describe: string): Command {
+  return defineCommand<PauseArgs>({
+    name: verb,
+    command: `${verb} [id]`,
+    usage: `usage: vmctl ${verb} id`,
+    describe,
+    builder: (y) => y.positional('id', { type: 'string', describe: 'vm id or name' }),
+    async run(args, ctx) {
+      const target = requireTarget(args.id);
+      const client = await ctx.client();
+      const info = verb === 'pause' ? await client.pause(target) : await client.unpause(target);
+      if (ctx.json) return { output: jsonLine(info) };
+      ctx.notice(`${verb}d vm ${info.id} successfully`);
+      return {};
+    },
+  });
+}
+
+export const pauseCommand = pauseVerb('pause', 'pause a vm');
+export const unpauseCommand = pauseVerb('unpause', 'resume a paused vm');

@@ -1,0 +1,33 @@
+/**
+ * `vmctl status [-r] [id]` (alias `show`): vmctl's table, or the VmInfo array with --json.
+ * Unlike vmctl, an empty table exits 0: no VMs is an answer, not a failure.
+ */
+import { UserDb } from '../config/index.js';
+import { defineCommand, jsonLine } from './command.js';
+import { parseTarget } from './args.js';
+import { colourLevel, makeChalk, statusTable } from './format.js';
+
+interface StatusArgs {
+  r: boolean;
+  id?: string;
+}
+
+export const statusCommand = defineCommand<StatusArgs>({
+  name: 'status',
+  command: 'status [id]',
+  usage: 'usage: vmctl status [-r] [id]',
+  describe: 'show the status of vms (alias: show)',
+  epilogue: 'Exits 0 even when there is no vm to show (vmctl exits 1).',
+  builder: (y) =>
+    y
+      .positional('id', { type: 'string', describe: 'only the vm with this id or name' })
+      .option('r', { type: 'boolean', default: false, describe: 'only running vms' }),
+  async run(args, ctx) {
+    const target = args.id === undefined ? undefined : parseTarget(args.id);
+    const client = await ctx.client();
+    const vms = await client.status(target, args.r || undefined);
+    if (ctx.json) return { output: jsonLine(vms) };
+    const chalk = makeChalk(colourLevel(ctx.io.env, ctx.io.stdout.isTTY === true));
+    return { output: statusTable(vms, new UserDb(), chalk) };
+  },
+});
