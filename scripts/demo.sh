@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 sh scripts/build-guest.sh
 run=$(mktemp -d /tmp/vmd-demo.XXXXXX)
+# VM processes run unprivileged and start in an empty directory under this one.
+chmod 755 "$run"
 sock="$run/vmd.sock"
 vmctl() { node bin/vmctl.js --socket "$sock" "$@"; }
 

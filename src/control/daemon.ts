@@ -3,7 +3,8 @@
  * and every verb. It owns no VM state of its own; the core does.
  */
 import { execFile } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 
@@ -76,6 +77,7 @@ export class Daemon {
   ) {
     this.config = config;
     mkdirSync(`${opts.stateDir}/empty`, { recursive: true, mode: 0o755 });
+    if (opts.vmUser) checkReachable(`${opts.stateDir}/empty`, opts.vmUser);
     const engine = createQemuEngine({
       accel: opts.accel,
       user: opts.vmUser,
@@ -487,6 +489,20 @@ export class Daemon {
         resolve(ok({}));
       });
     });
+  }
+}
+
+/** Fails unless every directory on the path lets others through (VMs run as another user). */
+function checkReachable(dir: string, user: { uid: number; gid: number }): void {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    const st = statSync(d);
+    const bit = st.uid === user.uid ? 0o100 : st.gid === user.gid ? 0o010 : 0o001;
+    if (!(st.mode & bit)) {
+      throw new VmdError('failure', `state dir ${dir}: ${d} is not searchable by uid ${user.uid}`, {
+        hint: 'VM processes run unprivileged; give the directory mode 0755',
+      });
+    }
+    if (d === dirname(d)) return;
   }
 }
 

@@ -352,6 +352,7 @@ export class Vmm extends EventEmitter {
     }
     const owner = params.owner ?? { uid: opts.uid, gid: opts.gid ?? null };
     const vm = existing ?? this.newEntry(params.name, owner, opts.fromConfig ?? false);
+    vm.owner = owner;
     vm.uid = opts.uid;
     vm.gid = opts.gid ?? null;
     vm.flags = (vm.flags & VM_FLAG.DISABLED) | VM_FLAG.RUNNING;
@@ -568,7 +569,8 @@ export class Vmm extends EventEmitter {
       residentBytes: pid === null ? null : (hvm?.residentBytes ?? residentOf(pid)),
       tty: vm.tty,
       uid: vm.proc ? vm.uid : vm.owner.uid,
-      gid: vm.proc ? vm.gid : vm.owner.gid,
+      // The group comes from the owner (configuration) only, as in vmd.
+      gid: vm.owner.gid,
       accel: vm.proc?.accel ?? null,
       fromConfig: vm.fromConfig,
       interfaces: vm.proc
