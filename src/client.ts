@@ -53,7 +53,10 @@ export function connect(opts: ConnectOptions = {}): Promise<Client> {
     fd = connectUnix(path);
   } catch (err) {
     const e = err as ErrnoError;
-    const why = e.code === 'ENOENT' ? 'no such socket (is vmd running?)' : e.message;
+    const why =
+      e.code === 'ENOENT'
+        ? 'no such socket (is vmd running?)'
+        : (e.message.split(': ').at(-1) ?? e.message).toLowerCase();
     return Promise.reject(new VmdError('failure', `connect: ${path}: ${why}`, { cause: err }));
   }
   return Promise.resolve(new Client(fd));

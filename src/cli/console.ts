@@ -71,13 +71,39 @@ async function interactive(ctx: Context, vm: VmInfo, sock: Socket): Promise<Comm
 /** No terminal: stdin to the guest, the guest to stdout, until the socket closes. */
 async function relay(ctx: Context, sock: Socket): Promise<CommandResult> {
   const { stdin, stdout } = ctx.io;
-  stdin.pipe(sock);
+  stdin.pipe(sock, { end: false });
   const copied = copyStream(sock, stdout).catch(() => undefined);
-  await Promise.race([peerDone(sock).then(() => copied), ctx.stdoutGone]);
+  await Promise.race([peerDone(sock).then(() => copied), ctx.stdoutGone, linger(stdin, sock)]);
   sock.destroy();
   stdin.unpipe(sock);
   stdin.pause();
   return { exitCode: 0 };
+}
+
+/** After input ends, how long the guest's output may pause before vmctl stops relaying. */
+export const CONSOLE_LINGER_MS = 1_000;
+/** The most vmctl relays output after input ended. */
+export const CONSOLE_LINGER_MAX_MS = 30_000;
+
+/**
+ * Resolves once input has ended and the guest has then been quiet for CONSOLE_LINGER_MS (at
+ * most CONSOLE_LINGER_MAX_MS), so `echo cmd | vmctl console vm` shows the answer.
+ */
+function linger(stdin: NodeJS.ReadableStream, sock: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    stdin.once('end', () => {
+      let quiet = setTimeout(resolve, CONSOLE_LINGER_MS);
+      const cap = setTimeout(resolve, CONSOLE_LINGER_MAX_MS);
+      sock.on('data', () => {
+        clearTimeout(quiet);
+        quiet = setTimeout(resolve, CONSOLE_LINGER_MS);
+      });
+      sock.once('close', () => {
+        clearTimeout(quiet);
+        clearTimeout(cap);
+      });
+    });
+  });
 }
 
 /** Attaches to a VM's console (also used by `start -c`). */
@@ -146,7 +172,8 @@ export const consoleCommand = defineCommand<ConsoleArgs>({
   describe: "attach to a vm's console (~. detaches)",
   epilogue:
     'On a terminal the console is interactive; type ~. at the start of a line to detach\n' +
-    '(~~ sends a ~). Without a terminal, stdin goes to the guest and its output to stdout.\n' +
+    '(~~ sends a ~). Without a terminal, stdin goes to the guest and its output to stdout;\n' +
+    `after stdin ends, output is relayed until the guest is quiet for ${CONSOLE_LINGER_MS / 1000}s.\n` +
     'With --json, --follow prints NDJSON lines {"vm":NAME,"line":TEXT}.',
   builder: (y) =>
     y

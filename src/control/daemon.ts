@@ -407,7 +407,8 @@ export class Daemon {
     checkControl(caller, vm, 'console');
     const log = this.vmm.console(vm.id);
     const [mine, theirs] = socketpair();
-    const sock = new Socket({ fd: mine, readable: true, writable: true });
+    // Half-open: a client whose input ended still gets the guest's answer.
+    const sock = new Socket({ fd: mine, readable: true, writable: true, allowHalfOpen: true });
     sock.on('error', () => sock.destroy());
     if (a.mode !== 'attach') sock.write(log.snapshot().data);
     if (a.mode === 'log' || log.isEnded) {

@@ -50,10 +50,12 @@ export async function writeHeader(fd: number, config: VmConfig): Promise<void> {
  * follows at the descriptor's position.
  */
 export async function readHeader(fd: number): Promise<VmConfig> {
-  const head = await readExactly(fd, FIXED_BYTES);
-  if (!head.subarray(0, STREAM_MAGIC.length).equals(STREAM_MAGIC)) {
+  const head = await readUpTo(fd, FIXED_BYTES);
+  const magic = head.subarray(0, STREAM_MAGIC.length);
+  if (!STREAM_MAGIC.subarray(0, magic.length).equals(magic) || magic.length === 0) {
     throw new VmdError('failure', 'stream is not a vmd-ts VM stream (bad magic)');
   }
+  if (head.length < FIXED_BYTES) throw new VmdError('failure', 'stream truncated in its header');
   const version = head.readUInt32BE(STREAM_MAGIC.length);
   if (version !== STREAM_VERSION) {
     throw new VmdError('failure', `stream format version ${version} is not supported`);
@@ -84,6 +86,13 @@ function checkConfig(value: unknown): VmConfig {
 }
 
 async function readExactly(fd: number, size: number): Promise<Buffer> {
+  const buf = await readUpTo(fd, size);
+  if (buf.length < size) throw new VmdError('failure', 'stream truncated in its header');
+  return buf;
+}
+
+/** Reads size bytes, or fewer when the stream ends first. */
+async function readUpTo(fd: number, size: number): Promise<Buffer> {
   const buf = Buffer.alloc(size);
   let off = 0;
   while (off < size) {
@@ -93,7 +102,7 @@ async function readExactly(fd: number, size: number): Promise<Buffer> {
           read(fd, buf, off, size - off, null, (err, count) => (err ? reject(err) : resolve(count)));
         }),
     );
-    if (n === 0) throw new VmdError('failure', 'stream truncated in its header');
+    if (n === 0) return buf.subarray(0, off);
     off += n;
   }
   return buf;

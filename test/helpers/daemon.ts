@@ -84,11 +84,17 @@ export function run(
   });
 }
 
-/** Runs vmctl against a daemon. */
+/**
+ * Runs vmctl against a daemon, as another user when uid is given (through setpriv, which,
+ * unlike child_process, keeps the user's supplementary groups).
+ */
 export function vmctl(
   d: { socket: string },
   args: string[],
   opts: { uid?: number; gid?: number; input?: string | Buffer } = {},
 ): Promise<RunResult> {
-  return run(process.execPath, [VMCTL, '--socket', d.socket, ...args], opts);
+  const argv = [process.execPath, VMCTL, '--socket', d.socket, ...args];
+  if (opts.uid === undefined) return run(argv[0], argv.slice(1), opts);
+  const as = [`--reuid=${opts.uid}`, `--regid=${opts.gid ?? opts.uid}`, '--init-groups'];
+  return run('setpriv', [...as, ...argv], { input: opts.input });
 }
