@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { guestParams, INITRD, KERNEL, makeVmm } from '../test/helpers/vm.js';
+import { GUEST_CMDLINE, guestParams, INITRD, KERNEL, makeVmm } from '../test/helpers/vm.js';
 
 const READY = 'GUEST-READY';
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '7' } } });
@@ -27,7 +27,7 @@ function rawArgs(extra: string[]): string[] {
     '-machine', 'q35', '-accel', 'tcg', '-m', '256M', '-smp', '1',
     '-nodefaults', '-no-user-config', '-display', 'none',
     '-device', 'pvpanic-pci', '-action', 'panic=exit-failure',
-    '-kernel', KERNEL, '-initrd', INITRD, '-append', 'console=ttyS0 quiet',
+    '-kernel', KERNEL, '-initrd', INITRD, '-append', GUEST_CMDLINE,
     '-serial', 'stdio', ...extra,
   ];
 }

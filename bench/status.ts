@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 
 import { connect } from '../src/client.js';
 import { startDaemon, VMCTL } from '../test/helpers/daemon.js';
-import { INITRD, KERNEL } from '../test/helpers/vm.js';
+import { GUEST_CMDLINE, INITRD, KERNEL } from '../test/helpers/vm.js';
 
 const { values } = parseArgs({
   options: { vms: { type: 'string', default: '50' }, runs: { type: 'string', default: '15' } },
@@ -36,7 +36,7 @@ async function rawBoot(): Promise<number> {
     '-machine', 'q35', '-accel', 'tcg', '-m', '256M', '-smp', '1', '-nodefaults',
     '-no-user-config', '-display', 'none', '-device', 'pvpanic-pci', '-action',
     'panic=exit-failure', '-kernel', KERNEL, '-initrd', INITRD, '-append',
-    'console=ttyS0 quiet', '-serial', 'stdio',
+    GUEST_CMDLINE, '-serial', 'stdio',
   ], { stdio: ['ignore', 'pipe', 'inherit'] });
   let text = '';
   await new Promise<void>((resolve) =>
@@ -53,7 +53,7 @@ async function rawBoot(): Promise<number> {
 
 function vmctlBoot(socket: string, i: number): number {
   const args = [VMCTL, '--socket', socket, 'start', '-w', '-m', '256M', '-b', KERNEL,
-    '--initrd', INITRD, '--cmdline', 'console=ttyS0 quiet', `boot${i}`];
+    '--initrd', INITRD, '--cmdline', GUEST_CMDLINE, `boot${i}`];
   const ms = timeRun(process.execPath, args);
   timeRun(process.execPath, [VMCTL, '--socket', socket, 'stop', '-f', `boot${i}`]);
   return ms;
@@ -73,7 +73,7 @@ try {
     const fds = [openSync(KERNEL, 'r'), openSync(INITRD, 'r')];
     await client.start({
       name: `idle${i}`, memoryBytes: 96 << 20, kernel: { fd: 0 }, initrd: { fd: 1 },
-      cmdline: 'console=ttyS0 quiet',
+      cmdline: GUEST_CMDLINE,
     }, fds);
     fds.forEach((fd) => closeSync(fd));
   }

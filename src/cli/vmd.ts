@@ -3,7 +3,7 @@
  * Without -d it detaches and logs to syslog (the journal on systemd hosts).
  */
 import { spawn as spawnChild } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import yargs from 'yargs';
 
 import { formatDiagnostic, parseConfigFile, UserDb } from '../config/index.js';
@@ -14,8 +14,11 @@ import { exitCodeOf, toVmdError, VmdError } from '../errors.js';
 import { createLogger, stderrSink, type LogLevel, type LogSink } from '../log.js';
 
 const DEFAULT_CONFIG = '/etc/vm.conf';
-/** The hidden flag a detached daemon is re-run with; its fd 3 reports readiness. */
-const CHILD_FLAG = '--detached-child';
+/**
+ * Set in the environment of the detached daemon vmd re-runs itself as; its fd 3 reports
+ * readiness. A process that has it never detaches again.
+ */
+const CHILD_ENV = 'VMD_TS_DETACHED';
 
 interface VmdArgs {
   d: boolean;
@@ -28,7 +31,6 @@ interface VmdArgs {
   user?: string;
   'state-dir': string;
   'shutdown-timeout': number;
-  [CHILD_FLAG]?: boolean;
 }
 
 function parseArgs(argv: string[]): VmdArgs {
@@ -53,7 +55,6 @@ function parseArgs(argv: string[]): VmdArgs {
       default: 30,
       describe: 'seconds VMs get to power off at exit before they are forced',
     })
-    .option(CHILD_FLAG.slice(2), { type: 'boolean', hidden: true })
     .strict()
     .help('help')
     .alias('help', 'h')
@@ -106,9 +107,10 @@ function syslogSink(): LogSink {
 
 /** Re-runs vmd detached and returns once it is ready (or has failed). */
 async function detach(argv: string[]): Promise<number> {
-  const child = spawnChild(process.execPath, [...process.execArgv, process.argv[1], ...argv, CHILD_FLAG], {
+  const child = spawnChild(process.execPath, [...process.execArgv, process.argv[1], ...argv], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { ...process.env, [CHILD_ENV]: '1' },
   });
   const pipe = child.stdio[3] as NodeJS.ReadableStream;
   let text = '';
@@ -133,8 +135,15 @@ export async function main(argv: string[]): Promise<number> {
   }
   const configPath = args.f ?? DEFAULT_CONFIG;
   const optional = args.f === undefined;
-  const child = args[CHILD_FLAG] === true;
-  const report = child ? createWriteStream('', { fd: 3 }) : null;
+  const child = process.env[CHILD_ENV] === '1';
+  delete process.env[CHILD_ENV];
+  /** Tells the waiting parent how start-up went (fd 3 is its pipe); written at once. */
+  const report = child
+    ? (text: string) => {
+        writeSync(3, text);
+        closeSync(3);
+      }
+    : null;
   try {
     const macros = macrosOf(args.D);
     if (args.n) return checkConfig(configPath, optional, macros);
@@ -146,12 +155,12 @@ export async function main(argv: string[]): Promise<number> {
       vmUser: vmUser(args.user), stateDir: args['state-dir'], log,
       shutdownTimeoutMs: args['shutdown-timeout'] * 1000,
     });
-    report?.end('ready\n');
+    report?.('ready\n');
     return await serve(daemon, log);
   } catch (err) {
     const e = toVmdError(err);
     const text = e.message.split('\n').map((l) => `vmd: ${l}\n`).join('');
-    if (report) report.end(text);
+    if (report) report(text);
     else process.stderr.write(text);
     return exitCodeOf(e.code);
   }

@@ -151,6 +151,7 @@ export class Daemon {
   }
 
   private async applyConfig(config: VmdConfig, additive: boolean): Promise<void> {
+    if (!additive) this.vmm.setLocalPrefix(config.localPrefix.inet);
     for (const sw of config.switches) {
       if (sw.enabled) await this.ensureBridge(sw.interface, sw.up);
     }

@@ -39,8 +39,16 @@ function ipCommand(args: string[]): Promise<void> {
   });
 }
 
-/** Opens and sets up the taps of a VM; on failure none stays open. */
-export async function openTaps(vmId: number, nics: readonly NicParams[]): Promise<Tap[]> {
+/**
+ * Opens and sets up the taps of a VM; on failure none stays open.
+ * XXX: a local interface gets its host address, but no DHCP server answers on it yet, so
+ * the guest must configure the address itself (its guest address is localAddresses().guest).
+ */
+export async function openTaps(
+  vmId: number,
+  nics: readonly NicParams[],
+  localPrefix = LOCAL_PREFIX,
+): Promise<Tap[]> {
   const taps: Tap[] = [];
   try {
     for (const [i, nic] of nics.entries()) {
@@ -49,7 +57,7 @@ export async function openTaps(vmId: number, nics: readonly NicParams[]): Promis
       await ipCommand(['link', 'set', 'dev', tap.name, 'up']);
       if (nic.switch) await ipCommand(['link', 'set', 'dev', tap.name, 'master', nic.switch]);
       if (nic.local) {
-        const { host } = localAddresses(vmId, i);
+        const { host } = localAddresses(vmId, i, localPrefix);
         await ipCommand(['addr', 'add', `${host}/31`, 'dev', tap.name]);
       }
     }

@@ -45,6 +45,8 @@ export interface VmmOptions {
   instance: string;
   startTimeoutMs?: number;
   consoleLogBytes?: number;
+  /** IPv4 prefix of local interfaces (vmctl start -L); default 100.64.0.0/10. */
+  localPrefix?: string;
 }
 
 export interface StartOptions {
@@ -311,6 +313,11 @@ export class Vmm extends EventEmitter {
     return this.describe(vm);
   }
 
+  /** Sets the prefix local interfaces of VMs started from now on get their addresses from. */
+  setLocalPrefix(prefix: string): void {
+    this.opts.localPrefix = prefix;
+  }
+
   /** Sets the log verbosity at run time (0 brief, 1 verbose, 2 debug). */
   setVerbose(level: number): void {
     this.opts.log.verbosity = level;
@@ -386,7 +393,7 @@ export class Vmm extends EventEmitter {
     let pty: Pty | null = null;
     try {
       pty = openPty();
-      vm.taps = await openTaps(vm.id, params.nics ?? []);
+      vm.taps = await openTaps(vm.id, params.nics ?? [], this.opts.localPrefix);
       const spec = this.launchSpec(vm, params, pty, incomingFd, opts.paused);
       vm.proc = await this.opts.engine.launch(spec, {
         timeoutMs: this.opts.startTimeoutMs ?? START_TIMEOUT_MS,

@@ -13,6 +13,13 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '.
 export const GUEST_DIR = process.env.VMD_TEST_GUEST ?? join(ROOT, 'guest');
 export const KERNEL = join(GUEST_DIR, 'vmlinuz');
 export const INITRD = join(GUEST_DIR, 'initrd.img');
+/**
+ * The test guest's kernel command line. no_timer_check: under TCG on a loaded machine the
+ * kernel's IO-APIC timer check can miss its window and panic ("IO-APIC + timer doesn't
+ * work"); VMs skip that check.
+ */
+export const GUEST_CMDLINE = 'console=ttyS0 quiet no_timer_check';
+
 /** The unprivileged user VM processes run as in tests. */
 export const NOBODY = { uid: 65534, gid: 65534 };
 
@@ -46,7 +53,7 @@ export function guestParams(name: string, extra = '', more: Partial<VmParams> = 
     memoryBytes: 256 * 1024 * 1024,
     kernel: more.kernel ?? { fd: openSync(KERNEL, 'r'), path: KERNEL },
     initrd: { fd: openSync(INITRD, 'r'), path: INITRD },
-    cmdline: `console=ttyS0 quiet ${extra}`.trim(),
+    cmdline: `${GUEST_CMDLINE} ${extra}`.trim(),
     ...more,
   };
 }

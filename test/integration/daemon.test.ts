@@ -1,16 +1,27 @@
 // vmd as a process: its control socket under abuse, SIGHUP reload and SIGTERM with VMs
 // running. Files are passed as descriptors, as vmctl does.
 import assert from 'node:assert/strict';
-import { openSync, closeSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { connect, type Client } from '../../src/client.js';
 import { channel, connectUnix } from '../../src/native.js';
-import { startDaemon, type RunningDaemon } from '../helpers/daemon.js';
-import { INITRD, KERNEL, vmTaps, waitUntil } from '../helpers/vm.js';
+import { run, startDaemon, VMD, type RunningDaemon } from '../helpers/daemon.js';
+import { GUEST_CMDLINE, INITRD, KERNEL, vmTaps, waitUntil } from '../helpers/vm.js';
 
-const CMDLINE = 'console=ttyS0 quiet';
+const CMDLINE = GUEST_CMDLINE;
 
 /** A raw connection: send exactly these bytes, collect the replies. */
 function rawConnection(socket: string) {
@@ -98,6 +109,42 @@ describe('the control socket', () => {
     assert.equal(vmd.proc.exitCode, null, 'vmd is still running');
   });
 });
+
+describe('detaching', () => {
+  test('without -d vmd returns once it listens, and reports start-up errors', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmd-detach-'));
+    chmodSync(dir, 0o755);
+    const socket = join(dir, 'vmd.sock');
+    const args = [VMD, '--socket', socket, '--state-dir', join(dir, 'run'), '--accel', 'tcg'];
+    const bad = await run(process.execPath, [...args, '-f', join(dir, 'missing.conf')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /^vmd: .*missing\.conf: failed to open file: no such file or directory$/m);
+    const good = await run(process.execPath, [...args, '-f', '/dev/null']);
+    assert.equal(good.code, 0, good.stderr);
+    assert.ok(statSync(socket).isSocket(), 'listening when the command returns');
+    const client = await connect({ socket });
+    assert.deepEqual(await client.status(), []);
+    client.close();
+    const pid = daemonPid(socket);
+    assert.ok(pid, 'the daemon runs on');
+    process.kill(pid, 'SIGTERM');
+    await waitUntil('the daemon exits', () => !existsSync(`/proc/${pid}`));
+  });
+});
+
+/** The pid of the vmd serving socket, from the command lines in /proc. */
+function daemonPid(socket: string): number | undefined {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      if (argv.includes(VMD) && argv.includes(socket)) return Number(name);
+    } catch {
+      // gone
+    }
+  }
+  return undefined;
+}
 
 describe('signals', () => {
   test('SIGHUP reloads the configuration without touching running VMs', async () => {

@@ -2,14 +2,14 @@
 // golden output, `vmd -n`, and the permission model with real unprivileged users.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 
 import type { VmInfo } from '../../src/vmm/types.js';
 import { run, startDaemon, VMCTL, VMD, vmctl, type RunningDaemon } from '../helpers/daemon.js';
-import { INITRD, KERNEL, ROOT, vmTaps, waitUntil } from '../helpers/vm.js';
+import { GUEST_CMDLINE, INITRD, KERNEL, ROOT, vmTaps, waitUntil } from '../helpers/vm.js';
 
 const GROUP = 'vmdtest';
 const OPS = 'vmdtest-ops';
@@ -21,7 +21,7 @@ const USERS = {
 };
 type Who = keyof typeof USERS;
 const ids: Record<Who, { uid: number; gid: number }> = {} as never;
-const CMDLINE = 'console=ttyS0 quiet';
+const CMDLINE = GUEST_CMDLINE;
 const GUEST = `boot "${KERNEL}"\n\tinitrd "${INITRD}"\n\tcmdline "${CMDLINE}"\n\tmemory 128M`;
 const FIXTURES = join(ROOT, 'test', 'fixtures');
 
@@ -86,6 +86,7 @@ before(async () => {
       `socket owner :${GROUP}`,
       `vm "alicevm" {\n\tdisable\n\t${GUEST}\n\towner ${USERS.alice.name}\n}`,
       `vm "opsvm" {\n\tdisable\n\t${GUEST}\n\towner :${OPS}\n}`,
+      `vm "atboot" {\n\t${GUEST}\n}`,
       '',
     ].join('\n'),
   );
@@ -148,8 +149,33 @@ describe('usage and lookup errors', () => {
 });
 
 describe('every verb on a real guest', () => {
-  const file = join(vmd?.dir ?? '/tmp', 'x');
-  void file;
+  test('an enabled VM from vm.conf starts with vmd; reset stops and forgets everything', async () => {
+    let r = await root(['wait', '--for', 'console:GUEST-READY', '--timeout', '60', 'atboot']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await root(['show', '-r']);
+    assert.match(r.stdout, /running atboot$/m);
+    assert.doesNotMatch(r.stdout, /alicevm/, '-r shows running VMs only');
+    assert.equal((await root(['reset', 'vms'])).code, 0);
+    assert.equal(statusOf(await root(['status', '--json'])).length, 0);
+    assert.equal((await root(['reload'])).code, 0);
+    assert.deepEqual(statusOf(await root(['status', '--json'])).map((v) => v.name).sort(),
+      ['alicevm', 'atboot', 'opsvm']);
+    r = await root(['stop', '-w', '--timeout', '60', 'atboot']);
+    assert.equal(r.code, 0, r.stderr);
+  });
+
+  test('an engine failure exits 7 and names the cause', async () => {
+    // A qcow2 magic with a version QEMU does not know: vmctl passes it, QEMU refuses it.
+    const junk = join(vmd.dir, 'junk.qcow2');
+    const image = Buffer.alloc(1 << 20);
+    image.write('QFI\xfb', 'latin1');
+    image.writeUInt32BE(99, 4);
+    writeFileSync(junk, image);
+    const r = await root(['start', '-b', KERNEL, '-d', junk, 'broken']);
+    assert.equal(r.code, 7, r.stderr);
+    assert.match(r.stderr, /^vmctl: start: vm "broken": .*qcow2 version 99/m);
+    assert.equal(statusOf(await root(['status', '--json'])).some((v) => v.name === 'broken'), false);
+  });
 
   test('start -w, status table and JSON, console, pause, wait, stop', async () => {
     let r = await root(['start', '-w', '-m', '128M', '-b', KERNEL, '--initrd', INITRD,
