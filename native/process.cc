@@ -418,6 +418,9 @@ void ChildPlaceDescriptors(SpawnPlan* p) {
 int ChildMain(void* arg) {
   SpawnPlan* p = static_cast<SpawnPlan*>(arg);
   ChildResetSignals();
+  if (p->setsid && syscall(SYS_setsid) < 0) ChildFail(p, kStageSetsid, errno);
+  ChildSetCredentials(p);
+  // After the credentials: the kernel clears the parent-death signal when they change.
   if (p->deathSignal != 0) {
     if (syscall(SYS_prctl, PR_SET_PDEATHSIG, p->deathSignal, 0, 0, 0) < 0) {
       ChildFail(p, kStagePrctl, errno);
@@ -425,8 +428,6 @@ int ChildMain(void* arg) {
     // The parent may have died before prctl took effect; then no signal will ever come.
     if (syscall(SYS_getppid) != p->parent) syscall(SYS_exit_group, 127);
   }
-  if (p->setsid && syscall(SYS_setsid) < 0) ChildFail(p, kStageSetsid, errno);
-  ChildSetCredentials(p);
   ChildPlaceDescriptors(p);
   if (p->hasCwd && syscall(SYS_chdir, p->cwd.c_str()) < 0) ChildFail(p, kStageChdir, errno);
   unsigned char empty[kKernelSigsetBytes] = {};

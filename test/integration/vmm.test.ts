@@ -301,13 +301,14 @@ describe('descriptor and process hygiene', () => {
     assert.equal(((await gone) as { signal: string }).signal, 'SIGKILL');
   });
 
-  test('VM processes die with the process that started them', async () => {
+  test('VM processes die with the process that started them, unprivileged too', async () => {
     const script = join(tmp, 'parent.mjs');
     const native = new URL('../../src/native.js', import.meta.url).href;
     writeFileSync(
       script,
       `import { spawn } from ${JSON.stringify(native)};
-       const pid = spawn('/usr/bin/sleep', ['sleep', '600'], {}, []);
+       // As VM processes do: another user (credential changes reset the death signal).
+       const pid = spawn('/usr/bin/sleep', ['sleep', '600'], {}, [], { uid: 65534, gid: 65534 });
        process.stdout.write(pid + '\\n');
        setInterval(() => {}, 1000);`,
     );
