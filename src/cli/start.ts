@@ -136,7 +136,9 @@ export function buildStartRequest(
   const warnings: string[] = [];
   const request = plainArgs(f, warnings);
   if (listOf(f.d).length > MAX_DISKS_PER_VM) throw new VmdError('usage', 'too many disks');
-  if ((f.initrd !== undefined || f.cmdline !== undefined) && f.b === undefined) {
+  // An instance may take its kernel from its parent.
+  const kernelless = f.b === undefined && f.t === undefined;
+  if ((f.initrd !== undefined || f.cmdline !== undefined) && kernelless) {
     throw new VmdError('usage', '--initrd and --cmdline need a kernel (-b)');
   }
   if (createsVm(f) && f.t === undefined) {

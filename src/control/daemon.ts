@@ -19,6 +19,7 @@ import { socketpair } from '../native.js';
 import type { VmInfo, VmParams } from '../vmm/types.js';
 import { Vmm, type VmEvent } from '../vmm/vmm.js';
 import { openConfigured } from './configured.js';
+import { checkInstance, mergeInstance, withoutMac } from './instances.js';
 import { checkControl, checkVerb, mayControl, type Caller } from './permissions.js';
 import type { ConsoleArgs, StartArgs, StopArgs, Target, WaitArgs } from './protocol.js';
 import { ControlServer, type Session } from './server.js';
@@ -155,7 +156,9 @@ export class Daemon {
     for (const sw of config.switches) {
       if (sw.enabled) await this.ensureBridge(sw.interface, sw.up);
     }
-    for (const vm of config.vms) {
+    for (const entry of config.vms) {
+      const parent = entry.instanceOf === undefined ? undefined : this.configured.get(entry.instanceOf);
+      const vm = parent ? mergeInstance(parent, entry) : entry;
       if (additive && this.configured.has(vm.name)) continue;
       this.configured.set(vm.name, vm);
       const owner = { uid: vm.owner?.uid ?? 0, gid: vm.owner?.gid ?? null };
@@ -183,8 +186,15 @@ export class Daemon {
     });
   }
 
-  private startConfigured(vm: ConfVm, uid: number, gid?: number, kernelFd?: number): Promise<VmInfo> {
+  private startConfigured(
+    vm: ConfVm,
+    uid: number,
+    gid?: number,
+    kernelFd?: number,
+    fds?: RequestFds,
+  ): Promise<VmInfo> {
     const params = openConfigured(vm, this.bridges(), kernelFd === undefined ? {} : { kernel: { fd: kernelFd } });
+    fds?.adopt();
     return this.vmm.start(params, { uid, gid, fromConfig: true });
   }
 
@@ -210,29 +220,20 @@ export class Daemon {
 
   /** Runs one request; the handler owns fds, so unused ones are closed here. */
   private async dispatch(session: Session, req: Request, fds: number[]) {
-    const used = new Set<number>();
-    const take = (index: number): number => {
-      if (index >= fds.length || used.has(index)) {
-        throw new VmdError('usage', `${req.verb}: descriptor ${index} missing`);
-      }
-      used.add(index);
-      return fds[index];
-    };
+    const bag = new RequestFds(req.verb, fds);
     try {
       checkVerb(session.caller, req.verb);
-      return await this.handle(session, req, take);
+      return await this.handle(session, req, bag);
     } finally {
-      fds.forEach((fd, i) => {
-        if (!used.has(i)) closeSync(fd);
-      });
+      bag.release();
     }
   }
 
-  private handle(session: Session, req: Request, take: (i: number) => number) {
+  private handle(session: Session, req: Request, fds: RequestFds) {
     const caller = session.caller;
     switch (req.verb) {
       case 'start':
-        return this.start(session, req.args as unknown as StartArgs, take);
+        return this.start(session, req.args as unknown as StartArgs, fds);
       case 'stop':
         return this.stop(caller, req.args);
       case 'status':
@@ -245,9 +246,9 @@ export class Daemon {
       case 'console':
         return this.console(caller, req.args as unknown as ConsoleArgs);
       case 'send':
-        return this.send(req.args.target as Target, take(0));
+        return this.send(req.args.target as Target, fds.adoptOne(0));
       case 'receive':
-        return this.receive(caller, req.args.name as string | undefined, take(0));
+        return this.receive(caller, req.args.name as string | undefined, fds.adoptOne(0));
       case 'load':
         return this.load(req.args.path as string);
       case 'reload':
@@ -268,49 +269,53 @@ export class Daemon {
     return vm;
   }
 
-  private async start(session: Session, a: StartArgs, take: (i: number) => number) {
+  private async start(session: Session, a: StartArgs, fds: RequestFds) {
     const caller = session.caller;
     const conf = this.configured.get(a.name);
-    const kernelFd = a.kernel ? take(a.kernel.fd) : undefined;
+    const kernelFd = a.kernel ? fds.get(a.kernel.fd) : undefined;
     if (conf) {
-      const info = this.vmm.lookup(a.name)!;
-      checkControl(caller, info, 'start');
+      checkControl(caller, this.vmm.lookup(a.name)!, 'start');
       const extra = Object.keys(a).filter((k) => k !== 'name' && k !== 'kernel');
       if (extra.length > 0) {
-        if (kernelFd !== undefined) closeSync(kernelFd);
         throw new VmdError('state', `vm "${a.name}": defined in configuration; only -b may be given`);
       }
-      return ok(await this.startConfigured(conf, caller.uid, caller.gid, kernelFd));
+      return ok(await this.startConfigured(conf, caller.uid, caller.gid, kernelFd, fds));
     }
-    if (a.instanceOf !== undefined) {
-      if (kernelFd !== undefined) closeSync(kernelFd);
-      // XXX: instances of configured VMs (vmctl start -t) are not implemented yet.
-      throw new VmdError('failure', `vm "${a.name}": instances are not supported yet`);
-    }
-    if (caller.uid !== 0) {
-      if (kernelFd !== undefined) closeSync(kernelFd);
+    const parent = a.instanceOf === undefined ? undefined : this.parentFor(caller, a);
+    if (!parent && caller.uid !== 0) {
       throw new VmdError('permission', `start: vm "${a.name}": permission denied (only root may create VMs)`);
     }
-    const params: VmParams = {
+    const own: VmParams = {
       name: a.name,
       memoryBytes: a.memoryBytes,
       vcpus: a.vcpus,
       kernel: kernelFd === undefined ? undefined : { fd: kernelFd, path: a.kernel?.path },
-      initrd: a.initrd && { fd: take(a.initrd.fd), path: a.initrd.path },
-      cdrom: a.cdrom && { fd: take(a.cdrom.fd), path: a.cdrom.path },
+      initrd: a.initrd && { fd: fds.get(a.initrd.fd), path: a.initrd.path },
+      cdrom: a.cdrom && { fd: fds.get(a.cdrom.fd), path: a.cdrom.path },
       cmdline: a.cmdline,
       disks: (a.disks ?? []).map((d) => ({
-        image: { fd: take(d.fd), path: d.path },
-        bases: d.bases?.map((b) => ({ fd: take(b) })),
+        image: { fd: fds.get(d.fd), path: d.path },
+        bases: d.bases?.map((b) => ({ fd: fds.get(b) })),
         format: d.format,
       })),
-      nics: (a.nics ?? []).map((n) => ({ ...n, switch: n.switch && this.bridgeOf(n.switch) })),
+      nics: a.nics?.map((n) => ({ ...n, switch: n.switch && this.bridgeOf(n.switch) })),
       bootDevice: a.bootDevice,
     };
+    const params = parent ? { ...this.inherited(parent, own), ...defined(own) } : own;
+    fds.adopt();
     // As in vmd, a VM made from the command line belongs to its user, not to a group.
     const info = await this.vmm.start(params, { uid: caller.uid });
     if (a.stopOnDisconnect) this.stopOnClose(session, info);
     return ok(info);
+  }
+
+  /** The configured parent of an instance the caller may make. */
+  private parentFor(caller: Caller, a: StartArgs): ConfVm {
+    const parent = this.configured.get(a.instanceOf!);
+    if (!parent) throw new VmdError('notfound', `vm "${a.instanceOf}": not found (no such parent)`);
+    checkInstance(caller, parent, a);
+    if (this.vmm.lookup(a.name)) throw new VmdError('state', `vm "${a.name}": already exists`);
+    return parent;
   }
 
   private stopOnClose(session: Session, info: VmInfo): void {
@@ -319,6 +324,25 @@ export class Daemon {
       this.opts.log.info(`vm ${info.name} (id ${info.id}): its client went away, stopping it`);
       this.vmm.terminate(info.id, { force: true }).catch(() => undefined);
     });
+  }
+
+  /**
+   * What an instance takes from its parent, opened by vmd (vm.conf named the files): what
+   * the instance does not set itself, never the disks, which two VMs must not share.
+   */
+  private inherited(parent: ConfVm, own: VmParams): VmParams {
+    const files: ConfVm = {
+      ...parent,
+      disks: [],
+      kernel: own.kernel ? undefined : parent.kernel,
+      initrd: own.initrd ? undefined : parent.initrd,
+      cdrom: own.cdrom ? undefined : parent.cdrom,
+      interfaces: parent.interfaces.map((i) => withoutMac(i)),
+    };
+    // The instance belongs to whoever starts it, not to the parent's owner.
+    const params = openConfigured(files, this.bridges());
+    delete params.owner;
+    return params;
   }
 
   private bridgeOf(name: string): string {
@@ -506,6 +530,52 @@ function checkReachable(dir: string, user: { uid: number; gid: number }): void {
     }
     if (d === dirname(d)) return;
   }
+}
+
+/**
+ * The descriptors that came with one request. A handler gets them by index and adopts them
+ * once something owns them (the core, from start on); whatever is not adopted is closed
+ * when the request ends, whichever way it ends.
+ */
+class RequestFds {
+  private readonly borrowed = new Set<number>();
+  private readonly adopted = new Set<number>();
+
+  constructor(
+    private readonly verb: string,
+    private readonly fds: readonly number[],
+  ) {}
+
+  get(index: number): number {
+    if (index >= this.fds.length || this.borrowed.has(index)) {
+      throw new VmdError('usage', `${this.verb}: descriptor ${index} missing`);
+    }
+    this.borrowed.add(index);
+    return this.fds[index];
+  }
+
+  /** Every descriptor got so far now belongs to someone else. */
+  adopt(): void {
+    for (const i of this.borrowed) this.adopted.add(i);
+  }
+
+  /** get() and adopt() in one, for verbs that take a single descriptor. */
+  adoptOne(index: number): number {
+    const fd = this.get(index);
+    this.adopt();
+    return fd;
+  }
+
+  release(): void {
+    this.fds.forEach((fd, i) => {
+      if (!this.adopted.has(i)) closeSync(fd);
+    });
+  }
+}
+
+/** The fields of an object that are set. */
+function defined<T extends object>(obj: T): Partial<T> {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function withDeadline(work: Promise<unknown>, timeoutMs: number | undefined, message: string) {

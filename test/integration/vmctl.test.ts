@@ -87,6 +87,8 @@ before(async () => {
       `vm "alicevm" {\n\tdisable\n\t${GUEST}\n\towner ${USERS.alice.name}\n}`,
       `vm "opsvm" {\n\tdisable\n\t${GUEST}\n\towner :${OPS}\n}`,
       `vm "atboot" {\n\t${GUEST}\n}`,
+      `vm "tmpl" {\n\tdisable\n\t${GUEST}\n\tallow instance { memory, owner ${USERS.bob.name} }\n}`,
+      'vm "tmpl" instance "fromconf" {\n\tdisable\n\tmemory 64M\n}',
       '',
     ].join('\n'),
   );
@@ -159,7 +161,7 @@ describe('every verb on a real guest', () => {
     assert.equal(statusOf(await root(['status', '--json'])).length, 0);
     assert.equal((await root(['reload'])).code, 0);
     assert.deepEqual(statusOf(await root(['status', '--json'])).map((v) => v.name).sort(),
-      ['alicevm', 'atboot', 'opsvm']);
+      ['alicevm', 'atboot', 'fromconf', 'opsvm', 'tmpl']);
     r = await root(['stop', '-w', '--timeout', '60', 'atboot']);
     assert.equal(r.code, 0, r.stderr);
   });
@@ -272,6 +274,28 @@ describe('every verb on a real guest', () => {
     assert.equal((await root(['log', 'brief'])).code, 0);
     assert.equal((await root(['reload'])).code, 0);
     assert.equal((await root(['load', '/nonexistent.conf'])).code, 3);
+  });
+});
+
+describe('instances', () => {
+  test('from vm.conf and from vmctl start -t, within what the parent allows', async () => {
+    const fromconf = statusOf(await root(['status', '--json', 'fromconf']))[0];
+    assert.equal(fromconf.memoryBytes, 64 << 20, 'the instance sets its own memory');
+    let r = await as('bob', ['start', '-t', 'tmpl', '-m', '96M', 'bobvm']);
+    assert.equal(r.code, 0, r.stderr);
+    const bobvm = statusOf(await root(['status', '--json', 'bobvm']))[0];
+    assert.equal(bobvm.uid, ids.bob.uid);
+    assert.equal(bobvm.memoryBytes, 96 << 20);
+    assert.equal(bobvm.config.kernel, KERNEL, 'the kernel comes from the parent');
+    assert.equal((await as('bob', ['stop', '-f', 'bobvm'])).code, 0);
+    r = await as('bob', ['start', '-t', 'tmpl', '--cmdline', 'x', 'bob2']);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /vm "tmpl" does not allow instances to change boot/);
+    r = await as('alice', ['start', '-t', 'tmpl', 'alice2']);
+    assert.equal(r.code, 4, r.stderr);
+    assert.match(r.stderr, /instances of vm "tmpl" are not allowed/);
+    r = await root(['start', '-t', 'nosuch', 'orphan']);
+    assert.equal(r.code, 3, r.stderr);
   });
 });
 
