@@ -4,9 +4,10 @@
 #
 # Writes OUTDIR/vmlinuz, OUTDIR/initrd.img and OUTDIR/.stamp (default OUTDIR:
 # <repo>/guest). The initramfs holds a static busybox, the virtio, ACPI
-# button and pvpanic modules with their dependencies, and guest-init/init as
-# /init. Environment: KERNEL_FLAVOR (default cloud-amd64: it boots about
-# twice as fast under TCG as amd64), or KERNEL_PKG to pin a kernel package.
+# button and pvpanic modules with their dependencies, guest-init/init as
+# /init, and its acpid and udhcpc scripts. Environment: KERNEL_FLAVOR (default
+# cloud-amd64: it boots about twice as fast under TCG as amd64), or KERNEL_PKG
+# to pin a kernel package.
 # Needs apt-get and dpkg-deb; the downloaded busybox does cpio and depmod.
 set -eu
 
@@ -90,15 +91,17 @@ kmods=$tmp/k/lib/modules/$kver
 [ -d "$kmods" ] || die "$kpkg: no lib/modules/$kver"
 
 root=$tmp/root
-for dir in bin sbin usr/bin usr/sbin etc/acpi/PWRF proc sys dev run tmp \
-  "lib/modules/$kver"; do
+for dir in bin sbin usr/bin usr/sbin etc/acpi/PWRF etc/udhcpc proc sys dev \
+  run tmp "lib/modules/$kver"; do
   mkdir -p "$root/$dir"
 done
 cp "$bb" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh" # the rest of the applet links come at boot
 cp "$here/guest-init/init" "$root/init"
 cp "$here/guest-init/power-button" "$root/etc/acpi/PWRF/00000080"
-chmod 755 "$root/init" "$root/etc/acpi/PWRF/00000080"
+cp "$here/guest-init/dhcp-event" "$root/etc/udhcpc/default.script"
+chmod 755 "$root/init" "$root/etc/acpi/PWRF/00000080" \
+  "$root/etc/udhcpc/default.script"
 echo "$MODULES" | tr ' ' '\n' >"$root/etc/modules"
 
 # Copy each wanted module, then the ones named in its depends= field, until

@@ -40,9 +40,8 @@ function ipCommand(args: string[]): Promise<void> {
 }
 
 /**
- * Opens and sets up the taps of a VM; on failure none stays open.
- * XXX: a local interface gets its host address, but no DHCP server answers on it yet, so
- * the guest must configure the address itself (its guest address is localAddresses().guest).
+ * Opens and sets up the taps of a VM; on failure none stays open. A local interface gets its
+ * host address here; dhcp.ts gives the guest its end of the link.
  */
 export async function openTaps(
   vmId: number,

@@ -11,6 +11,7 @@ import { VmdError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { hypervisorInfo, openPty, type HypervisorVm, type Pty, type Tap } from '../native.js';
 import { ConsoleLog, CONSOLE_LOG_BYTES } from './console.js';
+import { DhcpServer, localLeases } from './dhcp.js';
 import { openTaps } from './network.js';
 import { checkParams, describeParams, paramFds } from './params.js';
 import { INSTANCE_VAR, killStale, VM_VAR } from './stale.js';
@@ -110,9 +111,12 @@ export class Vmm extends EventEmitter {
   private readonly ids = new Map<string, number>();
   private nextId = 1;
   private readonly exitWaiters = new Map<number, ((exit: VmExit) => void)[]>();
+  /** Serves the local interfaces; it opens sockets only while one exists. */
+  private readonly dhcp: DhcpServer;
 
   constructor(private readonly opts: VmmOptions) {
     super();
+    this.dhcp = new DhcpServer(opts.log);
   }
 
   get engine(): Engine {
@@ -393,7 +397,10 @@ export class Vmm extends EventEmitter {
     let pty: Pty | null = null;
     try {
       pty = openPty();
-      vm.taps = await openTaps(vm.id, params.nics ?? [], this.opts.localPrefix);
+      // One prefix for both: a reload may change it while the taps are set up.
+      const prefix = this.opts.localPrefix;
+      vm.taps = await openTaps(vm.id, params.nics ?? [], prefix);
+      this.dhcp.register(vm.id, localLeases(vm.id, vm.config!.nics, prefix));
       const spec = this.launchSpec(vm, params, pty, incomingFd, opts.paused);
       vm.proc = await this.opts.engine.launch(spec, {
         timeoutMs: this.opts.startTimeoutMs ?? START_TIMEOUT_MS,
@@ -531,6 +538,7 @@ export class Vmm extends EventEmitter {
   private release(vm: VmEntry): void {
     for (const timer of vm.timers) clearTimeout(timer);
     vm.timers = [];
+    this.dhcp.unregister(vm.id);
     vm.taps = [];
     vm.tty = null;
     vm.startedAt = null;
