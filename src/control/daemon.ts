@@ -10,7 +10,6 @@ import { availableParallelism } from 'node:os';
 
 import { formatDiagnostic, parseConfigFile } from '../config/index.js';
 import type { VmConfig as ConfVm, VmdConfig } from '../config/types.js';
-import { UserDb } from '../config/users.js';
 import { createQemuEngine } from '../engine/qemu.js';
 import type { AccelSetting } from '../engine/types.js';
 import { VmdError } from '../errors.js';
@@ -594,10 +593,5 @@ function ip(args: string[]): Promise<void> {
       else resolve();
     });
   });
-}
-
-/** Users for owner names in status, read fresh so that new accounts show. */
-export function userDb(): UserDb {
-  return new UserDb();
 }
 
