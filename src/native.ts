@@ -141,13 +141,14 @@ function packageRoot(): string {
   }
 }
 
+function buildPaths(root: string): string[] {
+  return [join(root, 'build', 'Release', ADDON_NAME), join(root, 'build', 'Debug', ADDON_NAME)];
+}
+
 function loadAddon(): Addon {
   const require = createRequire(import.meta.url);
   const override = process.env.VMD_NATIVE_PATH;
-  const root = packageRoot();
-  const tried = override
-    ? [override]
-    : [join(root, 'build', 'Release', ADDON_NAME), join(root, 'build', 'Debug', ADDON_NAME)];
+  const tried = override ? [override] : buildPaths(packageRoot());
   const errors: string[] = [];
   for (const path of tried) {
     if (!existsSync(path)) {
