@@ -85,6 +85,21 @@ void Reactor::Stop() {
   doomed.swap(sources_);
 }
 
+// Starts the event thread with every signal blocked; the thread inherits the mask, so
+// signals stay with Node's own threads.
+bool Reactor::StartThread() {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  try {
+    thread_ = std::thread([this] { Run(); });
+  } catch (const std::system_error& err) {
+    errno = err.code().value();
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return thread_.joinable();
+}
+
 #if defined(__linux__)
 
 bool Reactor::Start() {
@@ -96,17 +111,7 @@ bool Reactor::Start() {
   ev.events = EPOLLIN;
   ev.data.u64 = kWakeToken;
   if (epoll_ctl(queue_.Get(), EPOLL_CTL_ADD, wakeRead_.Get(), &ev) != 0) return false;
-  // The thread inherits this mask: signals stay with Node's own threads.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  try {
-    thread_ = std::thread([this] { Run(); });
-  } catch (const std::system_error& err) {
-    errno = err.code().value();
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  return thread_.joinable();
+  return StartThread();
 }
 
 bool Reactor::Wake() {
@@ -190,16 +195,7 @@ bool Reactor::Start() {
   struct kevent ev;
   EV_SET(&ev, wakeRead_.Get(), EVFILT_READ, EV_ADD, 0, 0, reinterpret_cast<void*>(kWakeToken));
   if (kevent(queue_.Get(), &ev, 1, nullptr, 0, nullptr) != 0) return false;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  try {
-    thread_ = std::thread([this] { Run(); });
-  } catch (const std::system_error& err) {
-    errno = err.code().value();
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  return thread_.joinable();
+  return StartThread();
 }
 
 bool Reactor::Wake() {

@@ -68,6 +68,7 @@ class Reactor {
  private:
   Reactor() = default;
   bool Start();
+  bool StartThread();
   void Run();
   bool Wake();
   void Dispatch(uint64_t token, unsigned ready);
