@@ -82,6 +82,7 @@ export class Daemon {
       accel: opts.accel,
       user: opts.vmUser,
       workDir: `${opts.stateDir}/empty`,
+      scratchDir: opts.stateDir,
       log: opts.log,
     });
     this.vmm = new Vmm({ engine, log: opts.log, instance: opts.socketPath });

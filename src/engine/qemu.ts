@@ -4,7 +4,20 @@
  * in an empty working directory, and driven over QMP on a socketpair.
  */
 import { EventEmitter } from 'node:events';
-import { accessSync, closeSync, constants, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  accessSync,
+  chownSync,
+  closeSync,
+  constants,
+  fstatSync,
+  openSync,
+  readFile,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
 import { Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
 
@@ -35,6 +48,8 @@ export interface QemuEngineOptions {
   workDir: string;
   /** QEMU's seccomp sandbox; default on. */
   sandbox?: boolean;
+  /** Where private copies of boot files the VM user may not read are made; default tmpdir. */
+  scratchDir?: string;
   log: Logger;
 }
 
@@ -65,6 +80,22 @@ class QemuEngine implements Engine {
   }
 
   async launch(spec: LaunchSpec, launchOpts: LaunchOptions): Promise<EngineVm> {
+    const copies: number[] = [];
+    try {
+      const boot = { ...spec };
+      for (const key of ['kernelFd', 'initrdFd'] as const) {
+        const fd = spec[key];
+        if (fd === undefined || readableBy(fd, this.opts.user)) continue;
+        boot[key] = await privateCopy(fd, this.opts.scratchDir ?? tmpdir(), this.opts.user!);
+        copies.push(boot[key]);
+      }
+      return await this.spawnVm(boot, launchOpts);
+    } finally {
+      for (const fd of copies) closeSync(fd);
+    }
+  }
+
+  private async spawnVm(spec: LaunchSpec, launchOpts: LaunchOptions): Promise<EngineVm> {
     const [qmpParent, qmpChild] = socketpair();
     let errParent: number, errChild: number;
     try {
@@ -105,6 +136,33 @@ class QemuEngine implements Engine {
     if (!user) return { cwd: this.opts.workDir };
     const groups = this.accel === 'kvm' ? kvmGroups(user) : [];
     return { cwd: this.opts.workDir, uid: user.uid, gid: user.gid, groups };
+  }
+}
+
+/**
+ * Whether the VM user can reopen fd's file: QEMU reads -kernel and -initrd through
+ * /proc/self/fd/N, and opening that link checks the file's permissions again.
+ */
+function readableBy(fd: number, user: { uid: number; gid: number } | null | undefined): boolean {
+  if (!user || user.uid === 0) return true;
+  const st = fstatSync(fd);
+  if (st.uid === user.uid) return (st.mode & 0o400) !== 0;
+  if (st.gid === user.gid) return (st.mode & 0o040) !== 0;
+  return (st.mode & 0o004) !== 0;
+}
+
+/** A read-only descriptor of an unlinked copy of fd's contents that only user can read. */
+async function privateCopy(fd: number, dir: string, user: { uid: number; gid: number }): Promise<number> {
+  const data = await new Promise<Buffer>((resolve, reject) => {
+    readFile(fd, (err, buf) => (err ? reject(err) : resolve(buf)));
+  });
+  const path = join(dir, `vmd-boot-${process.pid}-${randomBytes(6).toString('hex')}`);
+  writeFileSync(path, data, { mode: 0o600, flag: 'wx' });
+  try {
+    chownSync(path, user.uid, user.gid);
+    return openSync(path, 'r');
+  } finally {
+    unlinkSync(path);
   }
 }
 

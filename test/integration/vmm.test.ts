@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn as spawnChild } from 'node:child_process';
 import { once } from 'node:events';
 import {
+  chmodSync,
   closeSync,
   copyFileSync,
   mkdtempSync,
@@ -29,6 +30,7 @@ import {
   fdCount,
   fdTargets,
   guestParams,
+  KERNEL,
   makeVmm,
   vmTaps,
   waitUntil,
@@ -203,6 +205,16 @@ describe('stops and exits without a boot', () => {
     assert.equal(await vmm.terminate(info.id, { force: true }), 'terminated');
     assert.equal(vmm.lookup(info.id), undefined);
     await assert.rejects(vmm.terminate(info.id), { code: 'notfound' });
+  });
+
+  test('a kernel only root can read still boots in an unprivileged VM process', async () => {
+    const kernel = join(tmp, 'private-vmlinuz');
+    copyFileSync(KERNEL, kernel);
+    chmodSync(kernel, 0o600);
+    const params = guestParams('private', '', { kernel: { fd: openSync(kernel, 'r'), path: kernel } });
+    const info = await vmm.start(params, { uid: 0 });
+    await vmm.console(info.id).waitFor(/GUEST-KERNEL/, BOOT_TIMEOUT_MS);
+    assert.equal(await vmm.terminate(info.id, { force: true }), 'terminated');
   });
 
   test('kill -9 of the VM process is reported with the signal', async () => {
