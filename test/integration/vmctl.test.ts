@@ -2,11 +2,13 @@
 // golden output, `vmd -n`, and the permission model with real unprivileged users.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { ReadStream } from 'node:tty';
 import { after, before, describe, test } from 'node:test';
 
+import { openPty } from '../../src/native.js';
 import type { VmInfo } from '../../src/vmm/types.js';
 import { run, startDaemon, VMCTL, VMD, vmctl, type RunningDaemon } from '../helpers/daemon.js';
 import { GUEST_CMDLINE, INITRD, KERNEL, ROOT, vmTaps, waitUntil } from '../helpers/vm.js';
@@ -68,6 +70,31 @@ function maskTable(text: string): string {
         '    TTY' + line.slice(41);
     })
     .join('\n');
+}
+
+/**
+ * vmctl console on a real terminal: raw mode, typed input reaches the guest, and `~.` at the
+ * start of a line detaches with cu's [EOT].
+ */
+async function interactiveConsole(name: string): Promise<void> {
+  const pty = openPty();
+  const child = spawn(process.execPath, [VMCTL, '--socket', vmd.socket, 'console', name], {
+    stdio: [pty.slave, pty.slave, pty.slave],
+  });
+  closeSync(pty.slave);
+  const screen = new ReadStream(pty.master);
+  let text = '';
+  screen.on('data', (d: Buffer) => (text += d.toString()));
+  screen.on('error', () => undefined);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const type = (s: string) => writeSync(pty.master, s);
+  // Raw mode is on once the terminal stops echoing; then the guest answers what is typed.
+  type('echo TYPED-$((2*21))\r');
+  await waitUntil('the guest answers typed input', () => /TYPED-42/.test(text), 20_000);
+  type('\r~.');
+  assert.equal(await exited, 0);
+  await waitUntil('[EOT]', () => text.includes('[EOT]'), 5_000);
+  screen.destroy();
 }
 
 /** The VMs of a `status --json` run. */
@@ -203,6 +230,7 @@ describe('every verb on a real guest', () => {
 
     r = await root(['console', 'web'], 'echo ANSWER-$((6*7))\n');
     assert.match(r.stdout, /ANSWER-42/);
+    await interactiveConsole('web');
 
     r = await root(['pause', 'web']);
     assert.equal(r.code, 0);
