@@ -321,6 +321,26 @@ std::unique_ptr<SpawnPlan> BuildPlan(const Napi::CallbackInfo& info) {
   return plan;
 }
 
+// execve on each candidate with exec, like execvp: EACCES on one directory is remembered,
+// ENOENT and ENOTDIR move on, anything else stops. Returns the errno to report; only
+// async-signal-safe work, since it runs in the child between fork and exec.
+template <typename Exec>
+int TryCandidates(SpawnPlan* p, Exec exec) {
+  int err = ENOENT;
+  bool denied = false;
+  for (const char* path : p->candidatePtrs) {
+    exec(path, p->argv.data(), p->envp.data());
+    err = errno;
+    if (err == EACCES) {
+      denied = true;
+    } else if (err != ENOENT && err != ENOTDIR) {
+      break;
+    }
+  }
+  if (denied && (err == ENOENT || err == ENOTDIR)) err = EACCES;
+  return err;
+}
+
 #if defined(__linux__)
 
 // The child of clone(CLONE_VM|CLONE_VFORK). It runs on its own stack but in the parent's
@@ -397,21 +417,10 @@ void ChildPlaceDescriptors(SpawnPlan* p) {
   ChildCloseRange(p, lo, ~0U);
 }
 
-// execve on each candidate, like execvp: EACCES on one directory is remembered, ENOENT and
-// ENOTDIR move on, anything else stops.
 [[noreturn]] void ChildExec(SpawnPlan* p) {
-  int err = ENOENT;
-  bool denied = false;
-  for (const char* path : p->candidatePtrs) {
-    syscall(SYS_execve, path, p->argv.data(), p->envp.data());
-    err = errno;
-    if (err == EACCES) {
-      denied = true;
-    } else if (err != ENOENT && err != ENOTDIR) {
-      break;
-    }
-  }
-  if (denied && (err == ENOENT || err == ENOTDIR)) err = EACCES;
+  int err = TryCandidates(p, [](const char* path, char* const* argv, char* const* envp) {
+    syscall(SYS_execve, path, argv, envp);
+  });
   ChildFail(p, kStageExecve, err);
 }
 
@@ -516,18 +525,9 @@ void ChildPlaceDescriptors(SpawnPlan* p) {
 }
 
 [[noreturn]] void ChildExec(SpawnPlan* p) {
-  int err = ENOENT;
-  bool denied = false;
-  for (const char* path : p->candidatePtrs) {
-    execve(path, p->argv.data(), p->envp.data());
-    err = errno;
-    if (err == EACCES) {
-      denied = true;
-    } else if (err != ENOENT && err != ENOTDIR) {
-      break;
-    }
-  }
-  if (denied && (err == ENOENT || err == ENOTDIR)) err = EACCES;
+  int err = TryCandidates(p, [](const char* path, char* const* argv, char* const* envp) {
+    execve(path, argv, envp);
+  });
   ChildFail(p, kStageExecve, err);
 }
 

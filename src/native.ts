@@ -2,7 +2,7 @@
  * Typed access to the native addon (native/*.cc): only what Node cannot do itself.
  * Every function throws Node-style errors (code, errno, syscall) and leaks no descriptor.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -168,6 +168,17 @@ function loadAddon(): Addon {
 }
 
 const addon = loadAddon();
+
+/** Closes descriptors, ignoring any that are already closed. */
+export function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed: nothing to release
+    }
+  }
+}
 
 /**
  * Starts a program with exactly the given descriptors (fds 0-2 not mapped get /dev/null);

@@ -2,7 +2,6 @@
  * vmd's parent logic over the vmm core: vm.conf, switches, the control socket, permissions
  * and every verb. It owns no VM state of its own; the core does.
  */
-import { execFile } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Socket } from 'node:net';
@@ -15,6 +14,7 @@ import type { AccelSetting } from '../engine/types.js';
 import { VmdError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { socketpair } from '../native.js';
+import { ipCommand } from '../vmm/network.js';
 import type { VmInfo, VmParams } from '../vmm/types.js';
 import { Vmm, type VmEvent } from '../vmm/vmm.js';
 import { openConfigured } from './configured.js';
@@ -204,16 +204,16 @@ export class Daemon {
 
   private async ensureBridge(name: string, up: boolean): Promise<void> {
     if (!existsSync(`/sys/class/net/${name}`)) {
-      await ip(['link', 'add', 'name', name, 'type', 'bridge']);
+      await ipCommand(['link', 'add', 'name', name, 'type', 'bridge']);
       this.createdBridges.add(name);
       this.opts.log.info(`switch: created bridge ${name}`);
     }
-    await ip(['link', 'set', 'dev', name, up ? 'up' : 'down']);
+    await ipCommand(['link', 'set', 'dev', name, up ? 'up' : 'down']);
   }
 
   private async removeBridges(): Promise<void> {
     for (const name of this.createdBridges) {
-      await ip(['link', 'del', 'dev', name]).catch((err: Error) => this.opts.log.warn(err.message));
+      await ipCommand(['link', 'del', 'dev', name]).catch((err: Error) => this.opts.log.warn(err.message));
     }
     this.createdBridges.clear();
   }
@@ -587,12 +587,4 @@ function withDeadline(work: Promise<unknown>, timeoutMs: number | undefined, mes
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
-function ip(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('ip', args, (err, _out, stderr) => {
-      if (err) reject(new VmdError('engine', `ip ${args.join(' ')}: ${stderr.trim() || err.message}`));
-      else resolve();
-    });
-  });
-}
 

@@ -8,7 +8,15 @@ import { chmodSync, chownSync, closeSync, existsSync, lstatSync, unlinkSync } fr
 
 import { toVmdError, VmdError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { channel, connectUnix, listenUnix, peerCred, type Channel, type UnixServer } from '../native.js';
+import {
+  channel,
+  closeAll,
+  connectUnix,
+  listenUnix,
+  peerCred,
+  type Channel,
+  type UnixServer,
+} from '../native.js';
 import type { Caller } from './permissions.js';
 import {
   encode,
@@ -182,12 +190,3 @@ function removeStaleSocket(path: string): void {
   throw new VmdError('state', `${path}: another vmd is listening`);
 }
 
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-  }
-}

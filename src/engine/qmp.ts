@@ -4,11 +4,10 @@
  * lost, and commands like getfd can carry a descriptor with their bytes.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync } from 'node:fs';
 
 import { VmdError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { channel, type Channel } from '../native.js';
+import { channel, closeAll, type Channel } from '../native.js';
 
 export interface QmpEvent {
   event: string;
@@ -101,7 +100,7 @@ export class QmpClient extends EventEmitter {
   }
 
   private receive(data: Buffer, fds: number[]): void {
-    for (const fd of fds) closeQuietly(fd);
+    closeAll(fds);
     this.buffer += data.toString('utf8');
     if (this.buffer.length > MAX_LINE_BYTES) {
       this.chan.close();
@@ -152,13 +151,5 @@ export class QmpClient extends EventEmitter {
     for (const waiter of this.pending.values()) waiter.reject(err);
     this.pending.clear();
     this.emit('close', err);
-  }
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
   }
 }

@@ -29,7 +29,8 @@ export function localAddresses(
   return { host: ip(base + offset), guest: ip(base + offset + 1) };
 }
 
-function ipCommand(args: string[]): Promise<void> {
+/** Runs ip(8); a failure names the command and ip's own last error line. */
+export function ipCommand(args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile('ip', args, (err, _stdout, stderr) => {
       if (!err) return resolve();

@@ -4,12 +4,19 @@
  * reset, reaps exits, and stops every VM when it goes.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 import type { Engine, EngineVm, LaunchSpec, VmExit } from '../engine/types.js';
 import { VmdError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { hypervisorInfo, openPty, type HypervisorVm, type Pty, type Tap } from '../native.js';
+import {
+  closeAll,
+  hypervisorInfo,
+  openPty,
+  type HypervisorVm,
+  type Pty,
+  type Tap,
+} from '../native.js';
 import { ConsoleLog, CONSOLE_LOG_BYTES } from './console.js';
 import { DhcpServer, localLeases } from './dhcp.js';
 import { openTaps } from './network.js';
@@ -117,10 +124,6 @@ export class Vmm extends EventEmitter {
   constructor(private readonly opts: VmmOptions) {
     super();
     this.dhcp = new DhcpServer(opts.log);
-  }
-
-  get engine(): Engine {
-    return this.opts.engine;
   }
 
   /** Kills VMs an earlier daemon of this instance left behind; call before the first start. */
@@ -630,12 +633,3 @@ function quoted(vm: { name: string }): string {
   return `vm "${vm.name}"`;
 }
 
-function closeAll(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      closeSync(fd);
-    } catch {
-      // already closed
-    }
-  }
-}
