@@ -1,11 +1,12 @@
-// hypervisorInfo() lists every VM the host's hypervisor runs, whoever started it;
-// hypervisorTerminate(id) ends one. The daemon uses both to find and kill VMs that an earlier
+// hypervisorInfo([pids]) lists every VM the host's hypervisor runs, whoever started it, or
+// only those of the given processes; hypervisorTerminate(id) ends one. The daemon uses both to find and kill VMs that an earlier
 // daemon left behind.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -34,7 +35,7 @@ namespace vmd {
 
 namespace {
 
-constexpr const char* kInfoUsage = "hypervisorInfo()";
+constexpr const char* kInfoUsage = "hypervisorInfo(pids?: number[])";
 constexpr const char* kTerminateUsage = "hypervisorTerminate(id: number)";
 
 struct VmEntry {
@@ -45,6 +46,22 @@ struct VmEntry {
   double residentBytes = 0;
   std::string name;
 };
+
+// The optional argument of hypervisorInfo: the processes whose VMs are wanted. False when
+// every VM is wanted.
+bool PidFilter(const Napi::CallbackInfo& info, std::vector<int64_t>* pids) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 1) ThrowUsage(env, kInfoUsage);
+  if (info.Length() == 0 || info[0].IsUndefined()) return false;
+  if (!info[0].IsArray()) ThrowUsage(env, kInfoUsage);
+  Napi::Array list = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value pid = list.Get(i);
+    if (!IsInt(pid, 1, INT32_MAX)) ThrowUsage(env, kInfoUsage);
+    pids->push_back(ToInt(pid));
+  }
+  return true;
+}
 
 Napi::Array VmArray(Napi::Env env, const std::vector<VmEntry>& vms) {
   Napi::Array out = Napi::Array::New(env, vms.size());
@@ -222,8 +239,16 @@ Fd OpenProc(Napi::Env env) {
 
 Napi::Value HypervisorInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() > 0) ThrowUsage(env, kInfoUsage);
+  std::vector<int64_t> pids;
+  bool filtered = PidFilter(info, &pids);
   Fd proc = OpenProc(env);
+  std::vector<VmEntry> vms;
+  // Listing the VMs of given processes reads only theirs: a scan of /proc reads the
+  // descriptor table of every process on the host.
+  if (filtered) {
+    for (int64_t pid : pids) AddProcessVms(proc.Get(), std::to_string(pid), &vms);
+    return VmArray(env, vms);
+  }
   int scan = dup(proc.Get());
   if (scan < 0) ThrowErrno(env, "dup", "/proc");
   DirCloser d{fdopendir(scan)};
@@ -231,7 +256,6 @@ Napi::Value HypervisorInfo(const Napi::CallbackInfo& info) {
     close(scan);
     ThrowErrno(env, "opendir", "/proc", errno, "/proc");
   }
-  std::vector<VmEntry> vms;
   while (dirent* ent = readdir(d.dir)) {
     if (IsPidName(ent->d_name)) AddProcessVms(proc.Get(), ent->d_name, &vms);
   }
@@ -316,10 +340,14 @@ std::vector<vm_info_result> QueryVms(Napi::Env env, int fd) {
 
 Napi::Value HypervisorInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() > 0) ThrowUsage(env, kInfoUsage);
+  std::vector<int64_t> pids;
+  bool filtered = PidFilter(info, &pids);
   Fd fd = OpenVmm(env);
   std::vector<VmEntry> vms;
   for (const vm_info_result& vir : QueryVms(env, fd.Get())) {
+    if (filtered && std::find(pids.begin(), pids.end(), vir.vir_creator_pid) == pids.end()) {
+      continue;
+    }
     VmEntry vm;
     vm.id = vir.vir_id;
     vm.pid = vir.vir_creator_pid;

@@ -121,7 +121,7 @@ interface Addon {
   openTap(name: string): Tap;
   openPty(): Pty;
   peerCred(fd: number): PeerCred;
-  hypervisorInfo(): HypervisorVm[];
+  hypervisorInfo(pids?: readonly number[]): HypervisorVm[];
   hypervisorTerminate(id: number): void;
 }
 
@@ -240,9 +240,12 @@ export function peerCred(fd: number): PeerCred {
   return addon.peerCred(fd);
 }
 
-/** Every VM the hypervisor runs on this host. */
-export function hypervisorInfo(): HypervisorVm[] {
-  return addon.hypervisorInfo();
+/**
+ * Every VM the hypervisor runs on this host, or only those of the processes in pids. On Linux
+ * a full listing reads every process's descriptors, so name the processes when you can.
+ */
+export function hypervisorInfo(pids?: readonly number[]): HypervisorVm[] {
+  return addon.hypervisorInfo(pids);
 }
 
 /** Ends a VM by its hypervisor id (see HypervisorVm.id). */

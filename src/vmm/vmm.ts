@@ -175,9 +175,16 @@ export class Vmm extends EventEmitter {
     return vm ? this.describe(vm) : undefined;
   }
 
-  /** All VMs, merged with what the hypervisor reports about their processes. */
+  /**
+   * All VMs, merged with what the hypervisor reports about their processes. Only VMs on a
+   * hypervisor are asked about; TCG ones are plain processes, described from /proc.
+   */
   info(): VmInfo[] {
-    const hv = hypervisorInfo();
+    const pids: number[] = [];
+    for (const vm of this.vms.values()) {
+      if (vm.proc && vm.proc.accel !== 'tcg') pids.push(vm.proc.pid);
+    }
+    const hv = pids.length > 0 ? hypervisorInfo(pids) : [];
     return [...this.vms.values()].sort((a, b) => a.id - b.id).map((vm) => this.describe(vm, hv));
   }
 

@@ -743,7 +743,16 @@ test('hypervisor: a KVM QEMU is listed, and terminated', { skip: kvmSkip }, asyn
   assert.ok(vm.residentBytes > 0);
   assert.equal(vm.name, 'qemu-system-x86');
 
-  // 3. Terminating it is a SIGKILL.
+  // 3. Asked about given processes only, it lists theirs: this one's VM, no other process's.
+  const only = native.hypervisorInfo([qemu.pid]);
+  assert.equal(only.length, 1);
+  assert.deepEqual({ ...only[0], residentBytes: 0 }, { ...vm, residentBytes: 0 });
+  assert.deepEqual(native.hypervisorInfo([process.pid]), []);
+  assert.deepEqual(native.hypervisorInfo([]), []);
+  assert.throws(() => native.hypervisorInfo([0]), { name: 'TypeError' });
+  assert.throws(() => native.hypervisorInfo('1' as unknown as number[]), { name: 'TypeError' });
+
+  // 4. Terminating it is a SIGKILL.
   native.hypervisorTerminate(vm.id);
   assert.deepEqual(await qemu.exit, { pid: qemu.pid, code: null, signal: 'SIGKILL' });
   assert.equal(native.hypervisorInfo().find((v) => v.pid === qemu.pid), undefined);
