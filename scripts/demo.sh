@@ -9,7 +9,7 @@ run=$(mktemp -d /tmp/vmd-demo.XXXXXX)
 # VM processes run unprivileged and start in an empty directory under this one.
 chmod 755 "$run"
 sock="$run/vmd.sock"
-vmctl() { node bin/vmctl.js --socket "$sock" "$@"; }
+vmctl() { node bin/vmctl.cjs --socket "$sock" "$@"; }
 
 node bin/vmd.js -d --socket "$sock" --state-dir "$run" -D guest="$PWD/guest" \
   -f scripts/demo.conf 2>"$run/vmd.log" &

@@ -17,10 +17,7 @@ function done(ctx: Context, reply: object): CommandResult {
 }
 
 export const loadCommand = defineCommand<{ file?: string }>({
-  name: 'load',
-  command: 'load [file]',
   usage: 'usage: vmctl load file',
-  describe: 'load vms and switches from another configuration file',
   epilogue: 'vmd reads the file itself, so the path is made absolute here.',
   builder: (y) => y.positional('file', { type: 'string', describe: 'a vm.conf(5) file' }),
   async run(args, ctx) {
@@ -32,10 +29,7 @@ export const loadCommand = defineCommand<{ file?: string }>({
 });
 
 export const reloadCommand = defineCommand<object>({
-  name: 'reload',
-  command: 'reload',
   usage: 'usage: vmctl reload',
-  describe: 're-read the configuration without touching running vms',
   builder: (y) => y,
   async run(_args, ctx) {
     await (await ctx.client()).reload();
@@ -44,10 +38,7 @@ export const reloadCommand = defineCommand<object>({
 });
 
 export const resetCommand = defineCommand<{ what?: string }>({
-  name: 'reset',
-  command: 'reset [what]',
   usage: 'usage: vmctl reset [all | vms | switches]',
-  describe: 'stop and forget vms, remove switches, or both (default all)',
   builder: (y) => y.positional('what', { type: 'string', describe: 'all, vms or switches' }),
   async run(args, ctx) {
     const what = args.what === undefined ? 'all' : matchWord(args.what, RESET_WHAT);
@@ -57,10 +48,7 @@ export const resetCommand = defineCommand<{ what?: string }>({
 });
 
 export const logCommand = defineCommand<{ level?: string }>({
-  name: 'log',
-  command: 'log [level]',
   usage: 'usage: vmctl log brief | verbose',
-  describe: "set vmd's logging: brief or verbose",
   epilogue: 'Either word may be abbreviated, in any case.',
   builder: (y) => y.positional('level', { type: 'string', describe: 'brief or verbose' }),
   async run(args, ctx) {

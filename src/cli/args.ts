@@ -8,9 +8,8 @@ import {
   MAX_VCPUS_PER_VM,
   MIN_MEMORY_BYTES,
   VM_NAME_MAX,
-  parseSize,
-  validateVmName,
-} from '../config/index.js';
+} from '../config/types.js';
+import { parseSize, validateVmName } from '../config/values.js';
 import { VmdError } from '../errors.js';
 import { fmtScaled } from './format.js';
 

@@ -59,16 +59,13 @@ export interface Context {
   readonly stdoutGone: Promise<void>;
 }
 
-/** One verb. */
+/**
+ * One verb's implementation. Its yargs command string and one-line description live in the
+ * verb table of vmctl.ts, which lists every verb without loading any of them.
+ */
 export interface Command<A = Record<string, unknown>> {
-  /** The verb, as matched by prefix. */
-  readonly name: string;
-  /** The yargs command string, e.g. 'stop [id]'. */
-  readonly command: string;
   /** The usage line shown by `vmctl VERB --help`. */
   readonly usage: string;
-  /** One line for the command list of `vmctl --help`. */
-  readonly describe: string;
   /** Extra text at the end of `vmctl VERB --help`. */
   readonly epilogue?: string;
   builder(y: Argv): Argv;

@@ -166,10 +166,7 @@ interface ConsoleArgs {
 }
 
 export const consoleCommand = defineCommand<ConsoleArgs>({
-  name: 'console',
-  command: 'console [id]',
   usage: 'usage: vmctl console [--follow | --log] id',
-  describe: "attach to a vm's console (~. detaches)",
   epilogue:
     'On a terminal the console is interactive; type ~. at the start of a line to detach\n' +
     '(~~ sends a ~). Without a terminal, stdin goes to the guest and its output to stdout;\n' +

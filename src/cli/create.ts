@@ -181,10 +181,7 @@ function claimPath(path: string): void {
 }
 
 export const createCommand = defineCommand<CreateArgs>({
-  name: 'create',
-  command: 'create [disk]',
   usage: 'usage: vmctl create [-b base | -i disk] [-s size] disk',
-  describe: 'create a disk image (raw or qcow2) without vmd',
   epilogue:
     'The format comes from a raw: or qcow2: prefix, else the .raw/.qcow2 extension, else raw.\n' +
     'Sizes are 1024-based (512M, 20G). -b makes a qcow2 image backed by base; -i converts\n' +

@@ -7,10 +7,7 @@ import { defineCommand, jsonLine } from './command.js';
 import { formatEvent } from './format.js';
 
 export const eventsCommand = defineCommand<object>({
-  name: 'events',
-  command: 'events',
   usage: 'usage: vmctl events [--json]',
-  describe: 'print vm events as they happen',
   epilogue: 'Lines read: TIME TYPE vm NAME id ID STATE [exit N | signal SIG] [(reason)].',
   builder: (y) => y,
   async run(_args, ctx) {

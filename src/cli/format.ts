@@ -2,8 +2,6 @@
  * vmctl's rendering, kept pure so it can be tested against golden files: fmt_scaled sizes,
  * the status table, owner names, event lines, progress text, error text and colour.
  */
-import { Chalk, supportsColor, type ChalkInstance } from 'chalk';
-
 import type { VmEvent } from '../vmm/vmm.js';
 import type { VmInfo } from '../vmm/types.js';
 import { exitCodeOf, type VmdError } from '../errors.js';
@@ -58,10 +56,10 @@ export function ownerName(uid: number, gid: number | null, users: UserLookup): s
 
 /**
  * The colour depth to use for a stream: FORCE_COLOR wins (0 or false turns colour off),
- * then NO_COLOR, then colour only on a terminal that is not dumb. Chalk alone does not
- * honour NO_COLOR, hence this.
+ * then NO_COLOR, then colour only on a terminal that is not dumb; undefined leaves the depth
+ * to what the terminal supports. Chalk alone does not honour NO_COLOR, hence this.
  */
-export function colourLevel(env: NodeJS.ProcessEnv, isTTY: boolean): 0 | 1 | 2 | 3 {
+export function colourLevel(env: NodeJS.ProcessEnv, isTTY: boolean): 0 | 1 | 2 | 3 | undefined {
   const force = env.FORCE_COLOR;
   if (force !== undefined) {
     if (force === '' || force === 'true') return 1;
@@ -71,16 +69,36 @@ export function colourLevel(env: NodeJS.ProcessEnv, isTTY: boolean): 0 | 1 | 2 |
   }
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return 0;
   if (!isTTY || env.TERM === 'dumb') return 0;
-  return supportsColor ? supportsColor.level : 1;
+  return undefined;
 }
 
-/** A chalk instance for the given depth (0: no escapes at all). */
-export function makeChalk(level: 0 | 1 | 2 | 3): ChalkInstance {
-  return new Chalk({ level });
+/** The styles vmctl colours text with; a chalk instance is one. */
+export interface Paint {
+  green(text: string): string;
+  yellow(text: string): string;
+  cyan(text: string): string;
+  dim(text: string): string;
+  red(text: string): string;
+}
+
+const same = (text: string) => text;
+
+/** Styles that leave text as it is. */
+export const PLAIN: Paint = { green: same, yellow: same, cyan: same, dim: same, red: same };
+
+/**
+ * The styles for output to a stream with this environment (see colourLevel). Chalk is
+ * loaded only when there is colour to paint: scripts reading a pipe do not pay for it.
+ */
+export async function paintFor(env: NodeJS.ProcessEnv, isTTY: boolean): Promise<Paint> {
+  const level = colourLevel(env, isTTY);
+  if (level === 0) return PLAIN;
+  const { Chalk, supportsColor } = await import('chalk');
+  return new Chalk({ level: level ?? (supportsColor ? supportsColor.level : 1) });
 }
 
 /** A state word in its colour; callers pad first, so escapes never upset widths. */
-export function colourState(state: string, text: string, c: ChalkInstance): string {
+export function colourState(state: string, text: string, c: Paint): string {
   switch (state) {
     case 'running':
       return c.green(text);
@@ -121,7 +139,7 @@ function statusCells(vm: VmInfo, users: UserLookup): string[] {
  * `vmctl status` output: the header, then one row per VM in the order given, with
  * vmctl's columns and widths. Only the STATE column is coloured, and only by `c`.
  */
-export function statusTable(vms: readonly VmInfo[], users: UserLookup, c = makeChalk(0)): string {
+export function statusTable(vms: readonly VmInfo[], users: UserLookup, c = PLAIN): string {
   const lines = [STATUS_COLUMNS.map((h, i) => cell(h, STATUS_WIDTHS[i])).join(' ')];
   for (const vm of vms) {
     const cells = statusCells(vm, users).map((t, i) => cell(t, STATUS_WIDTHS[i]));

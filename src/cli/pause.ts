@@ -8,12 +8,9 @@ interface PauseArgs {
   id?: string;
 }
 
-function pauseVerb(verb: 'pause' | 'unpause', describe: string): Command {
+function pauseVerb(verb: 'pause' | 'unpause'): Command {
   return defineCommand<PauseArgs>({
-    name: verb,
-    command: `${verb} [id]`,
     usage: `usage: vmctl ${verb} id`,
-    describe,
     builder: (y) => y.positional('id', { type: 'string', describe: 'vm id or name' }),
     async run(args, ctx) {
       const target = requireTarget(args.id);
@@ -26,5 +23,5 @@ function pauseVerb(verb: 'pause' | 'unpause', describe: string): Command {
   });
 }
 
-export const pauseCommand = pauseVerb('pause', 'pause a vm');
-export const unpauseCommand = pauseVerb('unpause', 'resume a paused vm');
+export const pauseCommand = pauseVerb('pause');
+export const unpauseCommand = pauseVerb('unpause');

@@ -14,10 +14,7 @@ interface ReceiveArgs {
 }
 
 export const receiveCommand = defineCommand<ReceiveArgs>({
-  name: 'receive',
-  command: 'receive [name]',
   usage: 'usage: vmctl receive [name] < file',
-  describe: 'start a vm from a state stream on stdin',
   epilogue:
     'Without a name the vm keeps the name it had when sent. stdin must not be a terminal.\n' +
     'Progress is shown on stderr when it is a terminal.',

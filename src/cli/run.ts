@@ -125,12 +125,9 @@ interface RunArgs extends StartFlags {
 }
 
 export const runCommand = defineCommand<RunArgs>({
-  name: 'run',
-  command: 'run [name]',
   usage:
     'usage: vmctl run [-L] [-B device] [-b kernel] [-d disk] [-i count] [-m size] [-n switch]\n' +
     '         [-p vcpus] [-r iso] [--initrd path] [--cmdline text] [--timeout seconds] name',
-  describe: 'start a throwaway vm, stream its console, exit with the status the guest reports',
   epilogue:
     'The guest reports its status by printing a line "vmd-exit: N" (0-255) on its console,\n' +
     'then powering off; vmctl exits with N. A vm that ends without that line exits 1; one\n' +

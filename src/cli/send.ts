@@ -12,10 +12,7 @@ interface SendArgs {
 }
 
 export const sendCommand = defineCommand<SendArgs>({
-  name: 'send',
-  command: 'send [id]',
   usage: 'usage: vmctl send id > file',
-  describe: "write a vm's state to stdout and end the vm",
   epilogue: 'stdout must not be a terminal. Progress is shown on stderr when it is a terminal.',
   builder: (y) => y.positional('id', { type: 'string', describe: 'vm id or name' }),
   async run(args, ctx) {

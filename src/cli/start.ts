@@ -6,7 +6,7 @@
 import type { Argv } from 'yargs';
 
 import type { StartArgs } from '../control/protocol.js';
-import { MAX_DISKS_PER_VM, MAX_NICS_PER_VM } from '../config/index.js';
+import { MAX_DISKS_PER_VM, MAX_NICS_PER_VM } from '../config/types.js';
 import { VmdError } from '../errors.js';
 import type { VmInfo } from '../vmm/types.js';
 import {
@@ -181,13 +181,10 @@ interface StartCliArgs extends StartFlags {
 }
 
 export const startCommand = defineCommand<StartCliArgs>({
-  name: 'start',
-  command: 'start [name]',
   usage:
     'usage: vmctl start [-cLw] [-B device] [-b kernel] [-d disk] [-i count] [-m size]\n' +
     '         [-n switch] [-p vcpus] [-r iso] [-t parent] [--initrd path] [--cmdline text]\n' +
     '         [--wait-for regex] [--timeout seconds] name',
-  describe: 'start a vm',
   epilogue:
     `-w waits until the console shows the guest's ready marker, by default the pattern\n` +
     `/${DEFAULT_READY_PATTERN}/ (a guest prints GUEST-READY, or a login prompt), for at most\n` +

@@ -2,10 +2,10 @@
  * `vmctl status [-r] [id]` (alias `show`): vmctl's table, or the VmInfo array with --json.
  * Unlike vmctl, an empty table exits 0: no VMs is an answer, not a failure.
  */
-import { UserDb } from '../config/index.js';
+import { UserDb } from '../config/users.js';
 import { defineCommand, jsonLine } from './command.js';
 import { parseTarget } from './args.js';
-import { colourLevel, makeChalk, statusTable } from './format.js';
+import { paintFor, statusTable } from './format.js';
 
 interface StatusArgs {
   r: boolean;
@@ -13,10 +13,7 @@ interface StatusArgs {
 }
 
 export const statusCommand = defineCommand<StatusArgs>({
-  name: 'status',
-  command: 'status [id]',
   usage: 'usage: vmctl status [-r] [id]',
-  describe: 'show the status of vms (alias: show)',
   epilogue: 'Exits 0 even when there is no vm to show (vmctl exits 1).',
   builder: (y) =>
     y
@@ -27,7 +24,7 @@ export const statusCommand = defineCommand<StatusArgs>({
     const client = await ctx.client();
     const vms = await client.status(target, args.r || undefined);
     if (ctx.json) return { output: jsonLine(vms) };
-    const chalk = makeChalk(colourLevel(ctx.io.env, ctx.io.stdout.isTTY === true));
-    return { output: statusTable(vms, new UserDb(), chalk) };
+    const paint = await paintFor(ctx.io.env, ctx.io.stdout.isTTY === true);
+    return { output: statusTable(vms, new UserDb(), paint) };
   },
 });

@@ -45,10 +45,7 @@ export function stopRequest(args: StopCliArgs): StopArgs {
 }
 
 export const stopCommand = defineCommand<StopCliArgs>({
-  name: 'stop',
-  command: 'stop [id]',
   usage: 'usage: vmctl stop [-fw] [--timeout seconds] [id | -a]',
-  describe: 'stop a vm (or all with -a)',
   epilogue:
     'Stopping a vm that is not running prints "vm NAME is not running" and exits 0.\n' +
     'With --timeout the guest is asked to power off, then forced after that many seconds;\n' +

@@ -1,46 +1,112 @@
 /**
  * vmctl: the command-line client of vmd. `vmctl [-v] [--json] [--socket path] command [arg ...]`.
  * The command word may be any unique prefix of a verb. main() parses, runs one verb, writes
- * its output and errors, and returns the exit code; only bin/vmctl.js exits.
+ * its output and errors, and returns the exit code; only bin/vmctl.cjs exits.
  */
-import yargs, { type Argv } from 'yargs';
+import type { Argv } from 'yargs';
+// The factory alone: the package's main entry also parses process.argv once on loading.
+import yargs from 'yargs/yargs';
 
 import type { Client } from '../client.js';
 import { ERROR_CODES, exitCodeOf, toVmdError, VmdError, type ErrorCode } from '../errors.js';
-import { loadCommand, logCommand, reloadCommand, resetCommand } from './admin.js';
 import type { Command, CommandResult, Context, Io } from './command.js';
-import { consoleCommand } from './console.js';
-import { createCommand } from './create.js';
-import { eventsCommand } from './events.js';
 import { errorJson, errorText } from './format.js';
-import { pauseCommand, unpauseCommand } from './pause.js';
-import { receiveCommand } from './receive.js';
-import { runCommand } from './run.js';
-import { sendCommand } from './send.js';
-import { startCommand } from './start.js';
-import { statusCommand } from './status.js';
-import { stopCommand } from './stop.js';
 import { matchVerb, type VerbName } from './verbs.js';
-import { waitCommand } from './wait.js';
 
-/** Every verb's handler; `show` resolves to status before this table is consulted. */
-export const COMMANDS: Readonly<Record<Exclude<VerbName, 'show'>, Command>> = {
-  console: consoleCommand,
-  create: createCommand,
-  events: eventsCommand,
-  load: loadCommand,
-  log: logCommand,
-  pause: pauseCommand,
-  receive: receiveCommand,
-  reload: reloadCommand,
-  reset: resetCommand,
-  run: runCommand,
-  send: sendCommand,
-  start: startCommand,
-  status: statusCommand,
-  stop: stopCommand,
-  unpause: unpauseCommand,
-  wait: waitCommand,
+/** A verb as `vmctl --help` lists it, and where its implementation lives. */
+export interface Verb {
+  /** The yargs command string: the verb and its positional argument, e.g. 'stop [id]'. */
+  readonly command: string;
+  /** One line for the command list of `vmctl --help`. */
+  readonly describe: string;
+  load(): Promise<Command>;
+}
+
+/**
+ * Every verb, `show` aside (it resolves to status first). Only the module of the verb being
+ * run is loaded: a `vmctl status` does not pay for console, create or run.
+ */
+export const VERBS: Readonly<Record<Exclude<VerbName, 'show'>, Verb>> = {
+  console: {
+    command: 'console [id]',
+    describe: "attach to a vm's console (~. detaches)",
+    load: async () => (await import('./console.js')).consoleCommand,
+  },
+  create: {
+    command: 'create [disk]',
+    describe: 'create a disk image (raw or qcow2) without vmd',
+    load: async () => (await import('./create.js')).createCommand,
+  },
+  events: {
+    command: 'events',
+    describe: 'print vm events as they happen',
+    load: async () => (await import('./events.js')).eventsCommand,
+  },
+  load: {
+    command: 'load [file]',
+    describe: 'load vms and switches from another configuration file',
+    load: async () => (await import('./admin.js')).loadCommand,
+  },
+  log: {
+    command: 'log [level]',
+    describe: "set vmd's logging: brief or verbose",
+    load: async () => (await import('./admin.js')).logCommand,
+  },
+  pause: {
+    command: 'pause [id]',
+    describe: 'pause a vm',
+    load: async () => (await import('./pause.js')).pauseCommand,
+  },
+  receive: {
+    command: 'receive [name]',
+    describe: 'start a vm from a state stream on stdin',
+    load: async () => (await import('./receive.js')).receiveCommand,
+  },
+  reload: {
+    command: 'reload',
+    describe: 're-read the configuration without touching running vms',
+    load: async () => (await import('./admin.js')).reloadCommand,
+  },
+  reset: {
+    command: 'reset [what]',
+    describe: 'stop and forget vms, remove switches, or both (default all)',
+    load: async () => (await import('./admin.js')).resetCommand,
+  },
+  run: {
+    command: 'run [name]',
+    describe: 'start a throwaway vm, stream its console, exit with the status the guest reports',
+    load: async () => (await import('./run.js')).runCommand,
+  },
+  send: {
+    command: 'send [id]',
+    describe: "write a vm's state to stdout and end the vm",
+    load: async () => (await import('./send.js')).sendCommand,
+  },
+  start: {
+    command: 'start [name]',
+    describe: 'start a vm',
+    load: async () => (await import('./start.js')).startCommand,
+  },
+  status: {
+    command: 'status [id]',
+    describe: 'show the status of vms (alias: show)',
+    load: async () => (await import('./status.js')).statusCommand,
+  },
+  stop: {
+    command: 'stop [id]',
+    describe: 'stop a vm (or all with -a)',
+    load: async () => (await import('./stop.js')).stopCommand,
+  },
+  unpause: {
+    command: 'unpause [id]',
+    describe: 'resume a paused vm',
+    load: async () => (await import('./pause.js')).unpauseCommand,
+  },
+  wait: {
+    command: 'wait [id]',
+    describe: 'wait until a vm stops, runs, or prints a pattern',
+    load: async () => (await import('./wait.js')).waitCommand,
+  },
 };
 
 /** What each exit status means, for `vmctl --help`. */
@@ -103,40 +169,52 @@ function usageMessage(msg: string | null | undefined, err: Error | undefined): s
   return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
-/** The parser: global options and every verb, each with its own usage and help. */
-function parser(argv: string[]): Argv {
-  let y = yargs(argv)
+/** What every parser shares: the global options, strictness, help and failure handling. */
+function baseParser(argv: string[]): Argv {
+  const y = yargs(argv)
     .scriptName('vmctl')
-    .usage(USAGE)
     .option('socket', {
       type: 'string',
       requiresArg: true,
-      global: true,
       describe: 'control socket (default $VMD_SOCKET, else /run/vmd.sock)',
     })
     .option('json', {
       type: 'boolean',
-      global: true,
       describe: 'JSON on stdout; errors as a JSON object on stderr',
     })
-    .option('v', { type: 'count', global: true, describe: 'more verbose output' });
-  for (const cmd of Object.values(COMMANDS)) {
-    y = y.command(cmd.command, cmd.describe, (sub) => {
-      const built = cmd.builder(sub.usage(cmd.usage));
-      return cmd.epilogue ? built.epilogue(cmd.epilogue) : built;
-    });
-  }
-  return y
+    .option('v', { type: 'count', describe: 'more verbose output' })
     .strict()
     .help('help', 'show help')
     .alias('help', 'h')
     .version(false)
+    // vmctl speaks English whatever the locale, as its messages and vmd's do.
+    .locale('en')
     .exitProcess(false)
-    .wrap(Math.min(100, y.terminalWidth()))
-    .epilogue(exitCodesHelp())
     .fail((msg, err) => {
       throw err instanceof VmdError ? err : new VmdError('usage', usageMessage(msg, err));
     });
+  return y.wrap(Math.min(100, y.terminalWidth()));
+}
+
+/** `vmctl --help`: the global options, every verb in one line, the exit statuses. */
+function commandListParser(argv: string[]): Argv {
+  let y = baseParser(argv).usage(USAGE);
+  for (const verb of Object.values(VERBS)) y = y.command(verb.command, verb.describe);
+  return y.epilogue(exitCodesHelp());
+}
+
+/**
+ * The parser of one verb, given argv without the command word (main has matched it): the
+ * verb is yargs' default command, so that yargs neither matches command words again nor
+ * lays out help text that will not be shown.
+ */
+function verbParser(argv: string[], verb: Verb, cmd: Command): Argv {
+  const positionals = verb.command.split(' ').slice(1).join(' ');
+  const y = baseParser(argv).usage(cmd.usage);
+  return y.command(`$0 ${positionals}`.trimEnd(), false, (sub) => {
+    const built = cmd.builder(sub);
+    return cmd.epilogue ? built.epilogue(cmd.epilogue) : built;
+  });
 }
 
 interface Parsed {
@@ -145,9 +223,9 @@ interface Parsed {
   help?: string;
 }
 
-async function parse(argv: string[]): Promise<Parsed> {
+async function parse(y: Argv, argv: string[]): Promise<Parsed> {
   let help = '';
-  const args = await parser(argv).parseAsync(argv, {}, (_err, _argv, output) => {
+  const args = await y.parseAsync(argv, {}, (_err, _argv, output) => {
     help = output;
   });
   return { args, help: args.help ? help : undefined };
@@ -216,11 +294,21 @@ function writeError(
   return exitCodeOf(e.code);
 }
 
+/** The process's streams; stdin and stderr are made only when a verb touches them. */
 function processIo(): Io {
-  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
+  return {
+    get stdin() {
+      return process.stdin;
+    },
+    stdout: process.stdout,
+    get stderr() {
+      return process.stderr;
+    },
+    env: process.env,
+  };
 }
 
-/** The command word at argv[at], resolved to a verb, written back in full for yargs. */
+/** The command word at argv[at], resolved to a verb, and argv without it for the verb's parser. */
 function resolveVerb(
   argv: string[],
   at: number,
@@ -231,9 +319,7 @@ function resolveVerb(
     });
   }
   const verb = matchVerb(argv[at]) as Exclude<VerbName, 'show'>;
-  const full = [...argv];
-  full[at] = verb;
-  return { verb, argv: full };
+  return { verb, argv: argv.filter((_, i) => i !== at) };
 }
 
 /** Runs vmctl with argv (without node and the script); resolves with the exit code. */
@@ -244,18 +330,19 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   let verbose = false;
   try {
     if (wantsHelp) {
-      io.stdout.write(`${(await parse(argv)).help ?? ''}\n`);
+      io.stdout.write(`${(await parse(commandListParser(argv), argv)).help ?? ''}\n`);
       return 0;
     }
     const resolved = resolveVerb(argv, pre.verbAt);
     verb = resolved.verb;
-    const parsed = await parse(resolved.argv);
+    const cmd = await VERBS[resolved.verb].load();
+    const parsed = await parse(verbParser(resolved.argv, VERBS[resolved.verb], cmd), resolved.argv);
     if (parsed.help !== undefined) {
       io.stdout.write(`${parsed.help}\n`);
       return 0;
     }
     verbose = (parsed.args.v as number) > 0;
-    return await runVerb(io, resolved.verb, parsed.args);
+    return await runVerb(io, resolved.verb, cmd, parsed.args);
   } catch (err) {
     return writeError(io, err, verb, pre.json, verbose);
   }
@@ -264,12 +351,13 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
 async function runVerb(
   io: Io,
   verb: Exclude<VerbName, 'show'>,
+  cmd: Command,
   args: Record<string, unknown>,
 ): Promise<number> {
   const { ctx, finish } = makeContext(io, verb, args);
   let result: CommandResult;
   try {
-    result = await COMMANDS[verb].run(args, ctx);
+    result = await cmd.run(args, ctx);
   } finally {
     await finish();
   }

@@ -4,7 +4,7 @@
  */
 import { spawn as spawnChild } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
-import yargs from 'yargs';
+import yargs from 'yargs/yargs';
 
 import { formatDiagnostic, parseConfigFile, UserDb } from '../config/index.js';
 import { Daemon } from '../control/daemon.js';

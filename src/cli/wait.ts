@@ -38,10 +38,7 @@ interface WaitArgs {
 }
 
 export const waitCommand = defineCommand<WaitArgs>({
-  name: 'wait',
-  command: 'wait [id]',
   usage: 'usage: vmctl wait [--for stopped | running | console:regex] [--timeout seconds] id',
-  describe: 'wait until a vm stops, runs, or prints a pattern',
   epilogue: 'Without --timeout, wait blocks for as long as it takes. A timeout exits 6.',
   builder: (y) =>
     y

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { ROOT, waitUntil } from './vm.js';
 
 export const VMD = join(ROOT, 'bin', 'vmd.js');
-export const VMCTL = join(ROOT, 'bin', 'vmctl.js');
+export const VMCTL = join(ROOT, 'bin', 'vmctl.cjs');
 
 export interface RunningDaemon {
   socket: string;

@@ -260,15 +260,15 @@ describe('every verb on a real guest', () => {
     r = await root(['wait', '--for', 'console:export KEPT', '--timeout', '10', 'mover']);
     assert.equal(r.code, 0, r.stderr);
     const dump = join(vmd.dir, 'mover.vm');
-    r = await run('sh', ['-c', `node ${join(ROOT, 'bin', 'vmctl.js')} --socket ${vmd.socket} send mover > ${dump}`]);
+    r = await run('sh', ['-c', `node ${join(ROOT, 'bin', 'vmctl.cjs')} --socket ${vmd.socket} send mover > ${dump}`]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /sent vm \d+ successfully/);
     assert.ok(statSync(dump).size > 1 << 20);
-    r = await run('sh', ['-c', `node ${join(ROOT, 'bin', 'vmctl.js')} --socket ${vmd.socket} receive moved < ${dump}`]);
+    r = await run('sh', ['-c', `node ${join(ROOT, 'bin', 'vmctl.cjs')} --socket ${vmd.socket} receive moved < ${dump}`]);
     assert.equal(r.code, 0, r.stderr);
     r = await root(['console', 'moved'], 'echo KEPT=$KEPT\n');
     assert.match(r.stdout, /KEPT=k2k/);
-    r = await run('sh', ['-c', `echo garbage | node ${join(ROOT, 'bin', 'vmctl.js')} --socket ${vmd.socket} receive junk`]);
+    r = await run('sh', ['-c', `echo garbage | node ${join(ROOT, 'bin', 'vmctl.cjs')} --socket ${vmd.socket} receive junk`]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /not a vmd-ts VM stream/);
     assert.equal((await root(['stop', '-f', 'moved'])).code, 0);

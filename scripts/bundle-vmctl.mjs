@@ -1,0 +1,53 @@
+// Bundles vmctl (compiled by tsc into dist/) into one CommonJS file, dist/vmctl.cjs, and makes
+// the V8 code cache that bin/vmctl.cjs loads it with. The cache is taken after running vmctl
+// in this process on inputs that need no daemon (every verb's --help, a status that fails to
+// connect), so that it holds the functions a real run compiles, not only the top level.
+//
+//   node scripts/bundle-vmctl.mjs      (part of npm run build:ts)
+import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+
+import { build } from 'esbuild';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const { BUNDLE, cachePath, loadBundle } = require('../bin/vmctl.cjs');
+
+await build({
+  entryPoints: [join(ROOT, 'dist', 'src', 'cli', 'vmctl.js')],
+  outfile: BUNDLE,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  // The addon is found at run time relative to the package root (see src/native.ts).
+  external: ['*.node'],
+  // ES modules ask import.meta.url where they are; in the bundle, that is the bundle.
+  define: { 'import.meta.url': '__vmctl_bundle_url' },
+  banner: { js: "var __vmctl_bundle_url = require('node:url').pathToFileURL(__filename).href;" },
+  // yargs takes only strictEqual and notStrictEqual from node:assert, whose loading alone
+  // costs milliseconds (it sets up colours for its messages by opening stderr).
+  alias: { assert: join(ROOT, 'scripts', 'bundle', 'assert.cjs') },
+  logLevel: 'warning',
+});
+
+/** Streams that swallow what vmctl writes while it warms up. */
+function quietIo() {
+  const sink = () => new Writable({ write: (_chunk, _enc, done) => done() });
+  return { stdin: process.stdin, stdout: sink(), stderr: sink(), env: { VMD_SOCKET: '' } };
+}
+
+const { exports: vmctl, script } = loadBundle(BUNDLE, { useCache: false });
+const nowhere = join(ROOT, 'dist', 'no-such-vmd.sock');
+const runs = [
+  ['--help'],
+  ...Object.keys(vmctl.VERBS).map((verb) => [verb, '--help']),
+  ['--socket', nowhere, 'status'],
+  ['--socket', nowhere, 'status', '--json'],
+  ['--socket', nowhere, 'stop', 'vm1'],
+];
+for (const argv of runs) await vmctl.main(argv, quietIo());
+writeFileSync(cachePath(BUNDLE), script.createCachedData());
