@@ -78,14 +78,15 @@ function start(
 }
 
 /**
- * Waits until a spawned child's new program is in place. spawn() returns once the exec can no
- * longer fail, which is a moment before the kernel has closed the close-on-exec descriptors
- * and filled in /proc/<pid>/cmdline.
+ * Waits until a spawned `sleep` is in its sleep. spawn() returns once the exec can no longer
+ * fail, a moment before the kernel has closed the close-on-exec descriptors; then the dynamic
+ * loader opens and closes libraries at low numbers. Once the program blocks in nanosleep, what
+ * /proc shows of it is the program's own.
  */
-async function execed(pid: number): Promise<void> {
-  await waitFor(`pid ${pid} to finish its exec`, () => {
+async function asleep(pid: number): Promise<void> {
+  await waitFor(`pid ${pid} to reach its sleep`, () => {
     try {
-      return readFileSync(`/proc/${pid}/cmdline`).length > 0;
+      return readFileSync(`/proc/${pid}/wchan`, 'utf8').includes('nanosleep');
     } catch {
       return true; // already gone: nothing more will change
     }
@@ -220,7 +221,7 @@ function runNode(
 test('spawn: argv and env reach the child, and PATH comes from its env', async () => {
   // 1. A sleeping child shows its argv and environment in /proc.
   const child = start('sleep', ['sleep', '30'], [], {}, { ...PATH_ENV, FOO: 'bar baz' });
-  await execed(child.pid);
+  await asleep(child.pid);
   assert.equal(readFileSync(`/proc/${child.pid}/cmdline`, 'utf8'), 'sleep\x0030\x00');
   const environ = readFileSync(`/proc/${child.pid}/environ`, 'utf8').split('\0');
   assert.ok(environ.includes('FOO=bar baz'));
@@ -240,13 +241,15 @@ test('spawn: descriptors land at their targets, swaps included; nothing else lea
   const a = tempFile('fd-a');
   const b = tempFile('fd-b');
   const c = tempFile('fd-c');
+  const children: ReturnType<typeof start>[] = [];
   try {
     const child = start('sleep', ['sleep', '30'], [
       [a.fd, b.fd],
       [b.fd, a.fd],
       [c.fd, 40],
     ]);
-    await execed(child.pid);
+    children.push(child);
+    await asleep(child.pid);
     const fds = readdirSync(`/proc/${child.pid}/fd`).map(Number);
     const link = (n: number) => readlinkSync(`/proc/${child.pid}/fd/${n}`);
 
@@ -256,18 +259,17 @@ test('spawn: descriptors land at their targets, swaps included; nothing else lea
     assert.equal(link(b.fd), a.path);
     assert.equal(link(a.fd), b.path);
     assert.equal(link(40), c.path);
-    child.watch.kill('SIGKILL');
-    await child.exit;
 
     // 3. A mapping onto 0 replaces /dev/null there only.
     const second = start('sleep', ['sleep', '30'], [[c.fd, 0]]);
-    await execed(second.pid);
+    children.push(second);
+    await asleep(second.pid);
     assert.equal(readlinkSync(`/proc/${second.pid}/fd/0`), c.path);
     assert.equal(readlinkSync(`/proc/${second.pid}/fd/1`), '/dev/null');
     assert.deepEqual(readdirSync(`/proc/${second.pid}/fd`).sort(), ['0', '1', '2']);
-    second.watch.kill('SIGKILL');
-    await second.exit;
   } finally {
+    for (const child of children) child.watch.kill('SIGKILL');
+    await Promise.all(children.map((child) => child.exit));
     for (const f of [a, b, c]) closeSync(f.fd);
   }
 });
@@ -290,7 +292,7 @@ test('spawn: signal dispositions and the signal mask are reset', async () => {
   // Node ignores SIGPIPE and SIGXFSZ; that must not reach the child.
   assert.notEqual(BigInt(`0x${field('self', 'SigIgn')}`), 0n);
   const child = start('sleep', ['sleep', '30']);
-  await execed(child.pid);
+  await asleep(child.pid);
   assert.equal(BigInt(`0x${field(child.pid, 'SigIgn')}`), 0n);
   assert.equal(BigInt(`0x${field(child.pid, 'SigBlk')}`), 0n);
   child.watch.kill('SIGKILL');
