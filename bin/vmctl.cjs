@@ -52,11 +52,12 @@ function loadBundle(file = BUNDLE, { useCache = true } = {}) {
 module.exports = { BUNDLE, cachePath, loadBundle };
 
 if (require.main === module) {
-  const { main } = loadBundle().exports;
-  main(process.argv.slice(2)).then((code) => {
+  const { main, processIo } = loadBundle().exports;
+  const io = processIo();
+  main(process.argv.slice(2), io).then((code) => {
     process.exitCode = code;
     // Let stdout drain (a pipe to a slow reader), then leave: a console relay or the events
     // stream may still hold handles that would keep the process alive.
-    process.stdout.write('', () => process.exit());
+    io.drained().then(() => process.exit());
   });
 }

@@ -5,6 +5,7 @@
 //
 //   node scripts/bundle-vmctl.mjs      (part of npm run build:ts)
 import { writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,6 +16,24 @@ import { build } from 'esbuild';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const { BUNDLE, cachePath, loadBundle } = require('../bin/vmctl.cjs');
+
+// yargs' CommonJS build reads process.stdout.columns when it loads, which makes
+// process.stdout: for a pipe, that loads net and costs about as much as the rest of a `vmctl
+// status`. The bundle reads it when yargs asks for the terminal's width, i.e. for help.
+const EAGER_COLUMNS = 'stdColumns:void 0!==process.stdout.columns?process.stdout.columns:null';
+const LAZY_COLUMNS = 'get stdColumns(){return void 0!==process.stdout.columns?process.stdout.columns:null}';
+const lazyColumns = {
+  name: 'yargs-lazy-columns',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]yargs[\\/]build[\\/]index\.cjs$/ }, async (args) => {
+      const text = await readFile(args.path, 'utf8');
+      if (!text.includes(EAGER_COLUMNS)) {
+        throw new Error(`${args.path}: the terminal width read moved; update ${import.meta.url}`);
+      }
+      return { contents: text.replace(EAGER_COLUMNS, LAZY_COLUMNS), loader: 'js' };
+    });
+  },
+};
 
 await build({
   entryPoints: [join(ROOT, 'dist', 'src', 'cli', 'vmctl.js')],
@@ -31,6 +50,7 @@ await build({
   // yargs takes only strictEqual and notStrictEqual from node:assert, whose loading alone
   // costs milliseconds (it sets up colours for its messages by opening stderr).
   alias: { assert: join(ROOT, 'scripts', 'bundle', 'assert.cjs') },
+  plugins: [lazyColumns],
   logLevel: 'warning',
 });
 

@@ -27,6 +27,23 @@ export interface Io {
   stdout: OutputStream;
   stderr: OutputStream;
   env: NodeJS.ProcessEnv;
+  /** Whether stdout or stderr is a terminal; without it, the stream's isTTY. */
+  isTerminal?(name: OutputName): boolean;
+  /** Writes a verb's final output or an error line; without it, the stream's write. */
+  write?(name: OutputName, text: string): void;
+}
+
+export type OutputName = 'stdout' | 'stderr';
+
+/** Whether io's stdout or stderr is a terminal. */
+export function isTerminal(io: Io, name: OutputName): boolean {
+  return io.isTerminal ? io.isTerminal(name) : io[name].isTTY === true;
+}
+
+/** Writes text to io's stdout or stderr. */
+export function writeTo(io: Io, name: OutputName, text: string): void {
+  if (io.write) io.write(name, text);
+  else io[name].write(text);
 }
 
 export interface CommandResult {

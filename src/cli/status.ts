@@ -3,7 +3,7 @@
  * Unlike vmctl, an empty table exits 0: no VMs is an answer, not a failure.
  */
 import { UserDb } from '../config/users.js';
-import { defineCommand, jsonLine } from './command.js';
+import { defineCommand, isTerminal, jsonLine } from './command.js';
 import { parseTarget } from './args.js';
 import { paintFor, statusTable } from './format.js';
 
@@ -24,7 +24,7 @@ export const statusCommand = defineCommand<StatusArgs>({
     const client = await ctx.client();
     const vms = await client.status(target, args.r || undefined);
     if (ctx.json) return { output: jsonLine(vms) };
-    const paint = await paintFor(ctx.io.env, ctx.io.stdout.isTTY === true);
+    const paint = await paintFor(ctx.io.env, isTerminal(ctx.io, 'stdout'));
     return { output: statusTable(vms, new UserDb(), paint) };
   },
 });

@@ -9,8 +9,11 @@ import yargs from 'yargs/yargs';
 
 import type { Client } from '../client.js';
 import { ERROR_CODES, exitCodeOf, toVmdError, VmdError, type ErrorCode } from '../errors.js';
-import type { Command, CommandResult, Context, Io } from './command.js';
+import { isTerminal, writeTo, type Command, type CommandResult, type Context, type Io } from './command.js';
 import { errorJson, errorText } from './format.js';
+import { processIo } from './io.js';
+
+export { processIo };
 import { matchVerb, type VerbName } from './verbs.js';
 
 /** A verb as `vmctl --help` lists it, and where its implementation lives. */
@@ -169,8 +172,12 @@ function usageMessage(msg: string | null | undefined, err: Error | undefined): s
   return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
-/** What every parser shares: the global options, strictness, help and failure handling. */
-function baseParser(argv: string[]): Argv {
+/**
+ * What every parser shares: the global options, strictness, help and failure handling. The
+ * help width is set only when help is asked for: asking for the terminal's width makes
+ * process.stdout, which a plain run need not pay for.
+ */
+function baseParser(argv: string[], help: boolean): Argv {
   const y = yargs(argv)
     .scriptName('vmctl')
     .option('socket', {
@@ -193,12 +200,12 @@ function baseParser(argv: string[]): Argv {
     .fail((msg, err) => {
       throw err instanceof VmdError ? err : new VmdError('usage', usageMessage(msg, err));
     });
-  return y.wrap(Math.min(100, y.terminalWidth()));
+  return help ? y.wrap(Math.min(100, y.terminalWidth())) : y;
 }
 
 /** `vmctl --help`: the global options, every verb in one line, the exit statuses. */
 function commandListParser(argv: string[]): Argv {
-  let y = baseParser(argv).usage(USAGE);
+  let y = baseParser(argv, true).usage(USAGE);
   for (const verb of Object.values(VERBS)) y = y.command(verb.command, verb.describe);
   return y.epilogue(exitCodesHelp());
 }
@@ -208,9 +215,9 @@ function commandListParser(argv: string[]): Argv {
  * verb is yargs' default command, so that yargs neither matches command words again nor
  * lays out help text that will not be shown.
  */
-function verbParser(argv: string[], verb: Verb, cmd: Command): Argv {
+function verbParser(argv: string[], verb: Verb, cmd: Command, help: boolean): Argv {
   const positionals = verb.command.split(' ').slice(1).join(' ');
-  const y = baseParser(argv).usage(cmd.usage);
+  const y = baseParser(argv, help).usage(cmd.usage);
   return y.command(`$0 ${positionals}`.trimEnd(), false, (sub) => {
     const built = cmd.builder(sub);
     return cmd.epilogue ? built.epilogue(cmd.epilogue) : built;
@@ -236,9 +243,13 @@ function makeContext(io: Io, verb: string, args: Record<string, unknown>) {
   const json = args.json === true;
   const deferred: (() => void)[] = [];
   let client: Promise<Client> | undefined;
+  let gone: Promise<void> | undefined;
   const ctx: Context = {
     io,
-    stdoutGone: readerGone(io.stdout),
+    get stdoutGone() {
+      gone ??= readerGone(io.stdout);
+      return gone;
+    },
     json,
     verbose: typeof args.v === 'number' ? args.v : 0,
     verb,
@@ -249,13 +260,13 @@ function makeContext(io: Io, verb: string, args: Record<string, unknown>) {
       return client;
     },
     notice: (text) => {
-      if (!json) io.stderr.write(`vmctl: ${text}\n`);
+      if (!json) writeTo(io, 'stderr', `vmctl: ${text}\n`);
     },
     say: (text) => {
-      if (!json) io.stderr.write(`${text}\n`);
+      if (!json) writeTo(io, 'stderr', `${text}\n`);
     },
     debug: (text) => {
-      if (ctx.verbose > 0) io.stderr.write(`vmctl: debug: ${text}\n`);
+      if (ctx.verbose > 0) writeTo(io, 'stderr', `vmctl: debug: ${text}\n`);
     },
     defer: (fn) => deferred.push(fn),
   };
@@ -286,26 +297,12 @@ function writeError(
   verbose: boolean,
 ): number {
   const e = toVmdError(err, 'internal');
-  if (json) io.stderr.write(errorJson(e));
-  else io.stderr.write(errorText(e, verb, io.stderr.isTTY === true));
+  if (json) writeTo(io, 'stderr', errorJson(e));
+  else writeTo(io, 'stderr', errorText(e, verb, isTerminal(io, 'stderr')));
   if (verbose && !(err instanceof VmdError) && err instanceof Error && err.stack) {
-    io.stderr.write(`${err.stack}\n`);
+    writeTo(io, 'stderr', `${err.stack}\n`);
   }
   return exitCodeOf(e.code);
-}
-
-/** The process's streams; stdin and stderr are made only when a verb touches them. */
-function processIo(): Io {
-  return {
-    get stdin() {
-      return process.stdin;
-    },
-    stdout: process.stdout,
-    get stderr() {
-      return process.stderr;
-    },
-    env: process.env,
-  };
 }
 
 /** The command word at argv[at], resolved to a verb, and argv without it for the verb's parser. */
@@ -330,15 +327,17 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   let verbose = false;
   try {
     if (wantsHelp) {
-      io.stdout.write(`${(await parse(commandListParser(argv), argv)).help ?? ''}\n`);
+      writeTo(io, 'stdout', `${(await parse(commandListParser(argv), argv)).help ?? ''}\n`);
       return 0;
     }
     const resolved = resolveVerb(argv, pre.verbAt);
     verb = resolved.verb;
     const cmd = await VERBS[resolved.verb].load();
-    const parsed = await parse(verbParser(resolved.argv, VERBS[resolved.verb], cmd), resolved.argv);
+    const help = resolved.argv.some((a) => a === '--help' || a === '-h');
+    const parser = verbParser(resolved.argv, VERBS[resolved.verb], cmd, help);
+    const parsed = await parse(parser, resolved.argv);
     if (parsed.help !== undefined) {
-      io.stdout.write(`${parsed.help}\n`);
+      writeTo(io, 'stdout', `${parsed.help}\n`);
       return 0;
     }
     verbose = (parsed.args.v as number) > 0;
@@ -361,6 +360,6 @@ async function runVerb(
   } finally {
     await finish();
   }
-  if (result.output) io.stdout.write(result.output);
+  if (result.output) writeTo(io, 'stdout', result.output);
   return result.exitCode ?? 0;
 }
