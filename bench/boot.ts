@@ -10,43 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { GUEST_CMDLINE, guestParams, INITRD, KERNEL, makeVmm } from '../test/helpers/vm.js';
+import { guestParams, makeVmm } from '../test/helpers/vm.js';
+import { median, rawBoot, rawQemuArgs, READY } from './common.js';
 
-const READY = 'GUEST-READY';
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '7' } } });
 const RUNS = Number(values.runs);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
-/** Raw QEMU: the engine's machine options, files by path, console on stdout. */
-function rawArgs(extra: string[]): string[] {
-  return [
-    '-machine', 'q35', '-accel', 'tcg', '-m', '256M', '-smp', '1',
-    '-nodefaults', '-no-user-config', '-display', 'none',
-    '-device', 'pvpanic-pci', '-action', 'panic=exit-failure',
-    '-kernel', KERNEL, '-initrd', INITRD, '-append', GUEST_CMDLINE,
-    '-serial', 'stdio', ...extra,
-  ];
-}
-
-async function rawBoot(): Promise<number> {
-  const t0 = performance.now();
-  const child = spawnChild('qemu-system-x86_64', rawArgs([]), { stdio: ['ignore', 'pipe', 'inherit'] });
-  let text = '';
-  await new Promise<void>((resolve) => {
-    child.stdout.on('data', (d: Buffer) => {
-      text += d.toString();
-      if (text.includes(READY)) resolve();
-    });
-  });
-  const ms = performance.now() - t0;
-  child.kill('SIGKILL');
-  await once(child, 'exit');
-  return ms;
-}
 
 async function coreBoot(vmm: ReturnType<typeof makeVmm>, i: number): Promise<number> {
   const t0 = performance.now();
@@ -57,12 +25,12 @@ async function coreBoot(vmm: ReturnType<typeof makeVmm>, i: number): Promise<num
   return ms;
 }
 
-/** stop + cont over a raw QMP socket of a hand-run QEMU (no guest needed: -S). */
+/** stop + cont over a raw QMP socket of a hand-run QEMU. */
 async function rawPauseCycles(n: number): Promise<number[]> {
   const sock = join(mkdtempSync(join(tmpdir(), 'bench-')), 'qmp.sock');
   const child = spawnChild(
     'qemu-system-x86_64',
-    rawArgs(['-qmp', `unix:${sock},server=on,wait=on`]).map((a) => (a === 'stdio' ? 'null' : a)),
+    rawQemuArgs(['-qmp', `unix:${sock},server=on,wait=on`]).map((a) => (a === 'stdio' ? 'null' : a)),
     { stdio: 'ignore' },
   );
   const { socket, next } = await qmpConnect(sock);
