@@ -3,8 +3,9 @@
 // vmctl runs from one bundled file, dist/vmctl.cjs, compiled with the V8 code cache that the
 // build leaves next to it. Resolving and compiling some forty ES modules on every run would
 // cost more than starting node itself; with the bundle and its cache a `vmctl status` costs
-// little more than `node -e 0`. V8 rejects a cache made by another node or V8 flags, and the
-// bundle is then compiled as usual: slower, never wrong.
+// little more than `node -e 0`. yargs and chalk have bundles of their own beside it, which
+// the bundle requires only for help, unusual argv or colour. V8 rejects a cache made by
+// another node or V8 flags, and the bundle is then compiled as usual: slower, never wrong.
 const { readFileSync } = require('node:fs');
 const { createRequire } = require('node:module');
 const { dirname, join } = require('node:path');

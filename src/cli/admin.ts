@@ -19,7 +19,7 @@ function done(ctx: Context, reply: object): CommandResult {
 export const loadCommand = defineCommand<{ file?: string }>({
   usage: 'usage: vmctl load file',
   epilogue: 'vmd reads the file itself, so the path is made absolute here.',
-  builder: (y) => y.positional('file', { type: 'string', describe: 'a vm.conf(5) file' }),
+  positional: { name: 'file', describe: 'a vm.conf(5) file' },
   async run(args, ctx) {
     if (args.file === undefined || args.file === '') throw new VmdError('usage', 'missing file');
     const path = resolve(args.file);
@@ -30,7 +30,6 @@ export const loadCommand = defineCommand<{ file?: string }>({
 
 export const reloadCommand = defineCommand<object>({
   usage: 'usage: vmctl reload',
-  builder: (y) => y,
   async run(_args, ctx) {
     await (await ctx.client()).reload();
     return done(ctx, {});
@@ -39,7 +38,7 @@ export const reloadCommand = defineCommand<object>({
 
 export const resetCommand = defineCommand<{ what?: string }>({
   usage: 'usage: vmctl reset [all | vms | switches]',
-  builder: (y) => y.positional('what', { type: 'string', describe: 'all, vms or switches' }),
+  positional: { name: 'what', describe: 'all, vms or switches' },
   async run(args, ctx) {
     const what = args.what === undefined ? 'all' : matchWord(args.what, RESET_WHAT);
     await (await ctx.client()).reset(what as (typeof RESET_WHAT)[number]);
@@ -50,7 +49,7 @@ export const resetCommand = defineCommand<{ what?: string }>({
 export const logCommand = defineCommand<{ level?: string }>({
   usage: 'usage: vmctl log brief | verbose',
   epilogue: 'Either word may be abbreviated, in any case.',
-  builder: (y) => y.positional('level', { type: 'string', describe: 'brief or verbose' }),
+  positional: { name: 'level', describe: 'brief or verbose' },
   async run(args, ctx) {
     if (args.level === undefined) throw new VmdError('usage', 'missing brief or verbose');
     const level = matchWord(args.level, LOG_LEVELS, true) as (typeof LOG_LEVELS)[number];

@@ -5,7 +5,6 @@
  * write to ctx.io.stdout as data arrives.
  */
 import { closeSync } from 'node:fs';
-import type { Argv } from 'yargs';
 
 import type { Client } from '../client.js';
 
@@ -76,20 +75,34 @@ export interface Context {
   readonly stdoutGone: Promise<void>;
 }
 
+/** An option as a verb declares it; yargs gets it as is for help and usage errors. */
+export interface OptionSpec {
+  readonly type: 'boolean' | 'string' | 'count';
+  readonly describe: string;
+  /** A string option that must be followed by its value. */
+  readonly requiresArg?: boolean;
+  readonly default?: boolean | string;
+}
+
+/** A verb's arguments: at most one positional word (a string) and its options. */
+export interface ArgSpec {
+  readonly positional?: { readonly name: string; readonly describe: string };
+  readonly options?: Readonly<Record<string, OptionSpec>>;
+}
+
 /**
  * One verb's implementation. Its yargs command string and one-line description live in the
  * verb table of vmctl.ts, which lists every verb without loading any of them.
  */
-export interface Command<A = Record<string, unknown>> {
+export interface Command<A = Record<string, unknown>> extends ArgSpec {
   /** The usage line shown by `vmctl VERB --help`. */
   readonly usage: string;
   /** Extra text at the end of `vmctl VERB --help`. */
   readonly epilogue?: string;
-  builder(y: Argv): Argv;
   run(args: A, ctx: Context): Promise<CommandResult>;
 }
 
-/** Erases a command's argument type for the verb table; yargs has checked the shape. */
+/** Erases a command's argument type for the verb table; the parser has checked the shape. */
 export function defineCommand<A>(c: Command<A>): Command {
   return { ...c, run: (args, ctx) => c.run(args as A, ctx) };
 }

@@ -172,19 +172,15 @@ export const consoleCommand = defineCommand<ConsoleArgs>({
     '(~~ sends a ~). Without a terminal, stdin goes to the guest and its output to stdout;\n' +
     `after stdin ends, output is relayed until the guest is quiet for ${CONSOLE_LINGER_MS / 1000}s.\n` +
     'With --json, --follow prints NDJSON lines {"vm":NAME,"line":TEXT}.',
-  builder: (y) =>
-    y
-      .positional('id', { type: 'string', describe: 'vm id or name' })
-      .option('follow', {
-        type: 'boolean',
-        default: false,
-        describe: 'print the output from boot until the vm ends',
-      })
-      .option('log', {
-        type: 'boolean',
-        default: false,
-        describe: 'print the kept output and exit',
-      }),
+  positional: { name: 'id', describe: 'vm id or name' },
+  options: {
+    follow: {
+      type: 'boolean',
+      default: false,
+      describe: 'print the output from boot until the vm ends',
+    },
+    log: { type: 'boolean', default: false, describe: 'print the kept output and exit' },
+  },
   async run(args, ctx) {
     const target = requireTarget(args.id);
     if (args.follow && args.log) {

@@ -186,16 +186,12 @@ export const createCommand = defineCommand<CreateArgs>({
     'The format comes from a raw: or qcow2: prefix, else the .raw/.qcow2 extension, else raw.\n' +
     'Sizes are 1024-based (512M, 20G). -b makes a qcow2 image backed by base; -i converts\n' +
     'or copies an existing image. Needs qemu-img.',
-  builder: (y) =>
-    y
-      .positional('disk', { type: 'string', describe: 'image to create' })
-      .option('b', { type: 'string', requiresArg: true, describe: 'base image (qcow2 only)' })
-      .option('i', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'input image to copy or convert',
-      })
-      .option('s', { type: 'string', requiresArg: true, describe: 'size, e.g. 20G' }),
+  positional: { name: 'disk', describe: 'image to create' },
+  options: {
+    b: { type: 'string', requiresArg: true, describe: 'base image (qcow2 only)' },
+    i: { type: 'string', requiresArg: true, describe: 'input image to copy or convert' },
+    s: { type: 'string', requiresArg: true, describe: 'size, e.g. 20G' },
+  },
   async run(args, ctx) {
     const plan = planCreate(args);
     plan.warnings.forEach((w) => ctx.notice(w));

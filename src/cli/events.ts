@@ -9,7 +9,6 @@ import { formatEvent } from './format.js';
 export const eventsCommand = defineCommand<object>({
   usage: 'usage: vmctl events [--json]',
   epilogue: 'Lines read: TIME TYPE vm NAME id ID STATE [exit N | signal SIG] [(reason)].',
-  builder: (y) => y,
   async run(_args, ctx) {
     const client = await ctx.client();
     const out = ctx.io.stdout;

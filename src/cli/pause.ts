@@ -11,7 +11,7 @@ interface PauseArgs {
 function pauseVerb(verb: 'pause' | 'unpause'): Command {
   return defineCommand<PauseArgs>({
     usage: `usage: vmctl ${verb} id`,
-    builder: (y) => y.positional('id', { type: 'string', describe: 'vm id or name' }),
+    positional: { name: 'id', describe: 'vm id or name' },
     async run(args, ctx) {
       const target = requireTarget(args.id);
       const client = await ctx.client();

@@ -18,7 +18,7 @@ export const receiveCommand = defineCommand<ReceiveArgs>({
   epilogue:
     'Without a name the vm keeps the name it had when sent. stdin must not be a terminal.\n' +
     'Progress is shown on stderr when it is a terminal.',
-  builder: (y) => y.positional('name', { type: 'string', describe: 'name for the new vm' }),
+  positional: { name: 'name', describe: 'name for the new vm' },
   async run(args, ctx) {
     const name = args.name === undefined ? undefined : parseNewVmName(args.name);
     if (ctx.io.stdin.isTTY) {

@@ -10,7 +10,7 @@ import { VmdError } from '../errors.js';
 import type { VmInfo } from '../vmm/types.js';
 import { parseSeconds } from './args.js';
 import { defineCommand, jsonLine, type CommandResult, type Context } from './command.js';
-import { startOptions, startVm, type StartFlags } from './start.js';
+import { START_OPTIONS, START_POSITIONAL, startVm, type StartFlags } from './start.js';
 import { LineSplitter, peerDone, socketFromFd } from './stream.js';
 
 /** Default limit of a whole run, in seconds; --timeout 0 removes it. */
@@ -136,12 +136,15 @@ export const runCommand = defineCommand<RunArgs>({
     '(SIGPIPE), the vm is forced off and vmctl exits 128+signal.\n' +
     'With --json, stdout carries NDJSON: {"vm","line"} per console line, then\n' +
     '{"vm","id","exitStatus"}.',
-  builder: (y) =>
-    startOptions(y).option('timeout', {
+  positional: START_POSITIONAL,
+  options: {
+    ...START_OPTIONS,
+    timeout: {
       type: 'string',
       requiresArg: true,
       describe: `seconds before the vm is forced off (default ${DEFAULT_RUN_TIMEOUT_S})`,
-    }),
+    },
+  },
   async run(args, ctx) {
     const timeoutMs = parseSeconds(args.timeout ?? DEFAULT_RUN_TIMEOUT_S);
     let settle: (o: Outcome) => void = () => undefined;

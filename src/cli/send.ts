@@ -14,7 +14,7 @@ interface SendArgs {
 export const sendCommand = defineCommand<SendArgs>({
   usage: 'usage: vmctl send id > file',
   epilogue: 'stdout must not be a terminal. Progress is shown on stderr when it is a terminal.',
-  builder: (y) => y.positional('id', { type: 'string', describe: 'vm id or name' }),
+  positional: { name: 'id', describe: 'vm id or name' },
   async run(args, ctx) {
     const target = requireTarget(args.id);
     if (ctx.io.stdout.isTTY) {

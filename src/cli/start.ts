@@ -3,7 +3,6 @@
  * file itself (kernel, initrd, cdrom, disks and their backing images) and passes them to vmd
  * as descriptors. `-w` waits for the guest to be ready; `-c` attaches the console.
  */
-import type { Argv } from 'yargs';
 
 import type { StartArgs } from '../control/protocol.js';
 import { MAX_DISKS_PER_VM, MAX_NICS_PER_VM } from '../config/types.js';
@@ -19,7 +18,7 @@ import {
   parseSizeArg,
   parseVcpus,
 } from './args.js';
-import { defineCommand, jsonLine, type Context } from './command.js';
+import { defineCommand, jsonLine, type Context, type OptionSpec } from './command.js';
 import { attachConsole } from './console.js';
 import { openDisk } from './disk.js';
 import { FdList, openRegular } from './files.js';
@@ -49,23 +48,24 @@ export interface StartFlags {
 }
 
 /** Declares the flags `start` and `run` share. */
-export function startOptions(y: Argv): Argv {
-  const str = (describe: string) => ({ type: 'string' as const, requiresArg: true, describe });
-  return y
-    .positional('name', { type: 'string', describe: 'vm name' })
-    .option('B', str('boot device for this start: disk, cdrom or net'))
-    .option('b', str('kernel or BIOS image'))
-    .option('d', str('disk image, raw: or qcow2: prefix allowed; repeatable (up to 4)'))
-    .option('i', str('number of network interfaces to add'))
-    .option('L', { type: 'boolean', describe: 'add a local interface (DHCP from vmd)' })
-    .option('m', str('memory size, e.g. 512M or 2G'))
-    .option('n', str('add an interface on this switch; repeatable'))
-    .option('r', str('cdrom (ISO) image'))
-    .option('t', str('start an instance of this configured vm'))
-    .option('p', str('number of vcpus'))
-    .option('initrd', str('initial ramdisk for a Linux kernel'))
-    .option('cmdline', str('kernel command line for a Linux kernel'));
-}
+const str = (describe: string): OptionSpec => ({ type: 'string', requiresArg: true, describe });
+
+export const START_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  B: str('boot device for this start: disk, cdrom or net'),
+  b: str('kernel or BIOS image'),
+  d: str('disk image, raw: or qcow2: prefix allowed; repeatable (up to 4)'),
+  i: str('number of network interfaces to add'),
+  L: { type: 'boolean', describe: 'add a local interface (DHCP from vmd)' },
+  m: str('memory size, e.g. 512M or 2G'),
+  n: str('add an interface on this switch; repeatable'),
+  r: str('cdrom (ISO) image'),
+  t: str('start an instance of this configured vm'),
+  p: str('number of vcpus'),
+  initrd: str('initial ramdisk for a Linux kernel'),
+  cmdline: str('kernel command line for a Linux kernel'),
+};
+
+export const START_POSITIONAL = { name: 'name', describe: 'vm name' };
 
 /** Whether any flag asks vmd to create (not just start) a VM, as vmctl's VMOP_CREATE_* do. */
 function createsVm(f: StartFlags): boolean {
@@ -191,20 +191,14 @@ export const startCommand = defineCommand<StartCliArgs>({
     `${DEFAULT_START_WAIT_S} seconds; --wait-for sets the pattern (and implies -w), --timeout\n` +
     'the limit.\n' +
     'Files are opened by vmctl with your rights and passed to vmd as descriptors.',
-  builder: (y) =>
-    startOptions(y)
-      .option('c', { type: 'boolean', describe: 'attach the console after starting' })
-      .option('w', { type: 'boolean', describe: 'wait until the guest is ready' })
-      .option('wait-for', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'ready pattern (regex) for -w',
-      })
-      .option('timeout', {
-        type: 'string',
-        requiresArg: true,
-        describe: `seconds -w waits (default ${DEFAULT_START_WAIT_S})`,
-      }),
+  positional: START_POSITIONAL,
+  options: {
+    ...START_OPTIONS,
+    c: { type: 'boolean', describe: 'attach the console after starting' },
+    w: { type: 'boolean', describe: 'wait until the guest is ready' },
+    'wait-for': str('ready pattern (regex) for -w'),
+    timeout: str(`seconds -w waits (default ${DEFAULT_START_WAIT_S})`),
+  },
   async run(args, ctx) {
     const waitFor = args['wait-for'] ?? (args.w ? DEFAULT_READY_PATTERN : undefined);
     if (waitFor !== undefined) parsePattern(waitFor, '--wait-for');

@@ -15,10 +15,8 @@ interface StatusArgs {
 export const statusCommand = defineCommand<StatusArgs>({
   usage: 'usage: vmctl status [-r] [id]',
   epilogue: 'Exits 0 even when there is no vm to show (vmctl exits 1).',
-  builder: (y) =>
-    y
-      .positional('id', { type: 'string', describe: 'only the vm with this id or name' })
-      .option('r', { type: 'boolean', default: false, describe: 'only running vms' }),
+  positional: { name: 'id', describe: 'only the vm with this id or name' },
+  options: { r: { type: 'boolean', default: false, describe: 'only running vms' } },
   async run(args, ctx) {
     const target = args.id === undefined ? undefined : parseTarget(args.id);
     const client = await ctx.client();

@@ -50,17 +50,17 @@ export const stopCommand = defineCommand<StopCliArgs>({
     'Stopping a vm that is not running prints "vm NAME is not running" and exits 0.\n' +
     'With --timeout the guest is asked to power off, then forced after that many seconds;\n' +
     'vmctl returns once the vm is gone.',
-  builder: (y) =>
-    y
-      .positional('id', { type: 'string', describe: 'vm id or name' })
-      .option('a', { type: 'boolean', default: false, describe: 'stop every vm, in parallel' })
-      .option('f', { type: 'boolean', default: false, describe: 'force: end the vm process now' })
-      .option('w', { type: 'boolean', default: false, describe: 'wait until the vm has stopped' })
-      .option('timeout', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'seconds before a graceful stop is forced',
-      }),
+  positional: { name: 'id', describe: 'vm id or name' },
+  options: {
+    a: { type: 'boolean', default: false, describe: 'stop every vm, in parallel' },
+    f: { type: 'boolean', default: false, describe: 'force: end the vm process now' },
+    w: { type: 'boolean', default: false, describe: 'wait until the vm has stopped' },
+    timeout: {
+      type: 'string',
+      requiresArg: true,
+      describe: 'seconds before a graceful stop is forced',
+    },
+  },
   async run(args, ctx) {
     const request = stopRequest(args);
     const client = await ctx.client();

@@ -4,11 +4,10 @@
  * its output and errors, and returns the exit code; only bin/vmctl.cjs exits.
  */
 import type { Argv } from 'yargs';
-// The factory alone: the package's main entry also parses process.argv once on loading.
-import yargs from 'yargs/yargs';
 
 import type { Client } from '../client.js';
 import { ERROR_CODES, exitCodeOf, toVmdError, VmdError, type ErrorCode } from '../errors.js';
+import { GLOBAL_OPTIONS, quickParse, yargsOptions, yargsSpec } from './argv.js';
 import { isTerminal, writeTo, type Command, type CommandResult, type Context, type Io } from './command.js';
 import { errorJson, errorText } from './format.js';
 import { processIo } from './io.js';
@@ -175,21 +174,13 @@ function usageMessage(msg: string | null | undefined, err: Error | undefined): s
 /**
  * What every parser shares: the global options, strictness, help and failure handling. The
  * help width is set only when help is asked for: asking for the terminal's width makes
- * process.stdout, which a plain run need not pay for.
+ * process.stdout, which a plain run need not pay for. yargs is loaded only here, for help
+ * and for argv that quickParse leaves to it.
  */
-function baseParser(argv: string[], help: boolean): Argv {
-  const y = yargs(argv)
-    .scriptName('vmctl')
-    .option('socket', {
-      type: 'string',
-      requiresArg: true,
-      describe: 'control socket (default $VMD_SOCKET, else /run/vmd.sock)',
-    })
-    .option('json', {
-      type: 'boolean',
-      describe: 'JSON on stdout; errors as a JSON object on stderr',
-    })
-    .option('v', { type: 'count', describe: 'more verbose output' })
+async function baseParser(argv: string[], help: boolean): Promise<Argv> {
+  // The factory alone: the package's main entry also parses process.argv once on loading.
+  const { default: yargs } = await import('yargs/yargs');
+  const y = yargsOptions(yargs(argv).scriptName('vmctl'), GLOBAL_OPTIONS)
     .strict()
     .help('help', 'show help')
     .alias('help', 'h')
@@ -204,8 +195,8 @@ function baseParser(argv: string[], help: boolean): Argv {
 }
 
 /** `vmctl --help`: the global options, every verb in one line, the exit statuses. */
-function commandListParser(argv: string[]): Argv {
-  let y = baseParser(argv, true).usage(USAGE);
+async function commandListParser(argv: string[]): Promise<Argv> {
+  let y = (await baseParser(argv, true)).usage(USAGE);
   for (const verb of Object.values(VERBS)) y = y.command(verb.command, verb.describe);
   return y.epilogue(exitCodesHelp());
 }
@@ -215,11 +206,11 @@ function commandListParser(argv: string[]): Argv {
  * verb is yargs' default command, so that yargs neither matches command words again nor
  * lays out help text that will not be shown.
  */
-function verbParser(argv: string[], verb: Verb, cmd: Command, help: boolean): Argv {
+async function verbParser(argv: string[], verb: Verb, cmd: Command, help: boolean): Promise<Argv> {
   const positionals = verb.command.split(' ').slice(1).join(' ');
-  const y = baseParser(argv, help).usage(cmd.usage);
+  const y = (await baseParser(argv, help)).usage(cmd.usage);
   return y.command(`$0 ${positionals}`.trimEnd(), false, (sub) => {
-    const built = cmd.builder(sub);
+    const built = yargsSpec(sub, cmd);
     return cmd.epilogue ? built.epilogue(cmd.epilogue) : built;
   });
 }
@@ -236,6 +227,15 @@ async function parse(y: Argv, argv: string[]): Promise<Parsed> {
     help = output;
   });
   return { args, help: args.help ? help : undefined };
+}
+
+/** argv (without the command word) as yargs reads it for verb; a usage error throws. */
+export async function yargsArgs(
+  verb: Exclude<VerbName, 'show'>,
+  argv: string[],
+): Promise<Record<string, unknown>> {
+  const cmd = await VERBS[verb].load();
+  return (await parse(await verbParser(argv, VERBS[verb], cmd, false), argv)).args;
 }
 
 /** A context for one verb; `finish` releases what it holds. */
@@ -327,21 +327,25 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
   let verbose = false;
   try {
     if (wantsHelp) {
-      writeTo(io, 'stdout', `${(await parse(commandListParser(argv), argv)).help ?? ''}\n`);
+      writeTo(io, 'stdout', `${(await parse(await commandListParser(argv), argv)).help ?? ''}\n`);
       return 0;
     }
     const resolved = resolveVerb(argv, pre.verbAt);
     verb = resolved.verb;
     const cmd = await VERBS[resolved.verb].load();
-    const help = resolved.argv.some((a) => a === '--help' || a === '-h');
-    const parser = verbParser(resolved.argv, VERBS[resolved.verb], cmd, help);
-    const parsed = await parse(parser, resolved.argv);
-    if (parsed.help !== undefined) {
-      writeTo(io, 'stdout', `${parsed.help}\n`);
-      return 0;
+    let args = quickParse(resolved.argv, cmd);
+    if (args === undefined) {
+      const help = resolved.argv.some((a) => a === '--help' || a === '-h');
+      const parser = await verbParser(resolved.argv, VERBS[resolved.verb], cmd, help);
+      const parsed = await parse(parser, resolved.argv);
+      if (parsed.help !== undefined) {
+        writeTo(io, 'stdout', `${parsed.help}\n`);
+        return 0;
+      }
+      args = parsed.args;
     }
-    verbose = (parsed.args.v as number) > 0;
-    return await runVerb(io, resolved.verb, cmd, parsed.args);
+    verbose = (args.v as number) > 0;
+    return await runVerb(io, resolved.verb, cmd, args);
   } catch (err) {
     return writeError(io, err, verb, pre.json, verbose);
   }

@@ -40,20 +40,16 @@ interface WaitArgs {
 export const waitCommand = defineCommand<WaitArgs>({
   usage: 'usage: vmctl wait [--for stopped | running | console:regex] [--timeout seconds] id',
   epilogue: 'Without --timeout, wait blocks for as long as it takes. A timeout exits 6.',
-  builder: (y) =>
-    y
-      .positional('id', { type: 'string', describe: 'vm id or name' })
-      .option('for', {
-        type: 'string',
-        default: 'stopped',
-        requiresArg: true,
-        describe: 'stopped, running, or console:REGEX (a pattern on the console output)',
-      })
-      .option('timeout', {
-        type: 'string',
-        requiresArg: true,
-        describe: 'give up after this many seconds',
-      }),
+  positional: { name: 'id', describe: 'vm id or name' },
+  options: {
+    for: {
+      type: 'string',
+      default: 'stopped',
+      requiresArg: true,
+      describe: 'stopped, running, or console:REGEX (a pattern on the console output)',
+    },
+    timeout: { type: 'string', requiresArg: true, describe: 'give up after this many seconds' },
+  },
   async run(args, ctx) {
     const target = requireTarget(args.id);
     const what = parseWaitFor(args.for);

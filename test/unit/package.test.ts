@@ -1,6 +1,6 @@
 // The package's public entry: what `import ... from 'vmd-ts'` gives a program.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
@@ -29,4 +29,18 @@ test('vmctl runs from its bundle, whose code cache this node accepts', () => {
     bin: Record<string, string>;
   };
   assert.equal(pkg.bin.vmctl, 'bin/vmctl.cjs');
+});
+
+test('vmctl loads yargs and chalk from their own bundles when it needs them', () => {
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, ['bin/vmctl.cjs', ...args], { cwd: ROOT, encoding: 'utf8' });
+  const help = run(['status', '--help']);
+  assert.equal(help.status, 0, help.stderr);
+  assert.match(help.stdout, /^usage: vmctl status \[-r\] \[id\]\n/);
+  const bad = run(['status', '--bogus']);
+  assert.equal(bad.status, 2);
+  assert.equal(bad.stderr, 'vmctl: status: unknown argument: bogus\n');
+  const probe = "console.log(typeof require('./dist/vmctl-chalk.cjs').Chalk)";
+  const out = execFileSync(process.execPath, ['-e', probe], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(out, 'function\n');
 });
