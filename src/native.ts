@@ -3,8 +3,7 @@
  * Every function throws Node-style errors (code, errno, syscall) and leaks no descriptor.
  */
 import { closeSync, existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** A parent descriptor and the number it gets in the child. */
@@ -145,10 +144,30 @@ function buildPaths(root: string): string[] {
   return [join(root, 'build', 'Release', ADDON_NAME), join(root, 'build', 'Debug', ADDON_NAME)];
 }
 
+/** Where this process keeps the addons it has loaded, by path. */
+const LOADED = Symbol.for('vmd-ts.native');
+
+/**
+ * Loads the addon at path once per process, whoever asks (vmctl's bundle and the library
+ * are separate copies of this module). process.dlopen rather than require: the module
+ * loader's resolution costs more than loading the library, and every vmctl run pays it.
+ */
+function dlopenOnce(path: string): Addon {
+  const store = globalThis as { [LOADED]?: Map<string, Addon> };
+  const loaded = (store[LOADED] ??= new Map<string, Addon>());
+  let found = loaded.get(path);
+  if (!found) {
+    const mod = { exports: {} as Addon };
+    process.dlopen(mod, path);
+    found = mod.exports;
+    loaded.set(path, found);
+  }
+  return found;
+}
+
 function loadAddon(): Addon {
-  const require = createRequire(import.meta.url);
   const override = process.env.VMD_NATIVE_PATH;
-  const tried = override ? [override] : buildPaths(packageRoot());
+  const tried = override ? [resolve(override)] : buildPaths(packageRoot());
   const errors: string[] = [];
   for (const path of tried) {
     if (!existsSync(path)) {
@@ -156,7 +175,7 @@ function loadAddon(): Addon {
       continue;
     }
     try {
-      return require(path) as Addon;
+      return dlopenOnce(path);
     } catch (err) {
       errors.push(`${path}: ${(err as Error).message}`);
     }
