@@ -66,14 +66,22 @@ export function readGroupFile(path: string = DEFAULT_GROUP_PATH): GroupEntry[] {
     }));
 }
 
-/** Users and groups read once from the two files; the first entry of a name wins. */
+/**
+ * Users and groups, each file read once, when first needed (a status table of VMs without
+ * groups never reads /etc/group); the first entry of a name wins.
+ */
 export class UserDb {
-  readonly users: readonly PasswdEntry[];
-  readonly groups: readonly GroupEntry[];
+  private usersRead?: readonly PasswdEntry[];
+  private groupsRead?: readonly GroupEntry[];
 
-  constructor(paths: UserDbPaths = {}) {
-    this.users = readPasswdFile(paths.passwdPath);
-    this.groups = readGroupFile(paths.groupPath);
+  constructor(private readonly paths: UserDbPaths = {}) {}
+
+  get users(): readonly PasswdEntry[] {
+    return (this.usersRead ??= readPasswdFile(this.paths.passwdPath));
+  }
+
+  get groups(): readonly GroupEntry[] {
+    return (this.groupsRead ??= readGroupFile(this.paths.groupPath));
   }
 
   userByName(name: string): PasswdEntry | undefined {
