@@ -34,12 +34,14 @@ const SIDE_BUNDLES = { 'yargs/yargs': 'vmctl-yargs.cjs', chalk: 'vmctl-chalk.cjs
 const sideBundles = {
   name: 'side-bundles',
   setup(b) {
-    b.onResolve({ filter: /^(yargs\/yargs|chalk)$/ }, (args) => ({ path: args.path, namespace: 'side' }));
+    const files = Object.values(SIDE_BUNDLES).map((file) => `./${file}`);
+    const exactly = (words) => new RegExp(`^(${words.map((w) => w.replace(/[./]/g, '\\$&')).join('|')})$`);
+    b.onResolve({ filter: exactly(Object.keys(SIDE_BUNDLES)) }, (args) => ({ path: args.path, namespace: 'side' }));
+    b.onResolve({ filter: exactly(files) }, (args) => ({ path: args.path, external: true }));
     b.onLoad({ filter: /.*/, namespace: 'side' }, (args) => ({
       contents: `module.exports = require('./${SIDE_BUNDLES[args.path]}');`,
       loader: 'js',
     }));
-    b.onResolve({ filter: /^\.\/vmctl-\w+\.cjs$/ }, (args) => ({ path: args.path, external: true }));
   },
 };
 

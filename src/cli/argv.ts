@@ -62,7 +62,6 @@ export function quickParse(
 ): Record<string, unknown> | undefined {
   const options = { ...GLOBAL_OPTIONS, ...spec.options };
   const args: Record<string, unknown> = {};
-  const seen = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i];
     if (!word.startsWith('-')) {
@@ -70,20 +69,20 @@ export function quickParse(
       args[spec.positional.name] = word;
       continue;
     }
-    if (/^-v+$/.test(word) && options.v?.type === 'count') {
-      args.v = ((args.v as number | undefined) ?? 0) + word.length - 1;
+    // A count option, once (-v) or repeated in one word (-vv).
+    const counted = /^-([A-Za-z])\1*$/.exec(word)?.[1];
+    if (counted !== undefined && options[counted]?.type === 'count') {
+      args[counted] = ((args[counted] as number | undefined) ?? 0) + word.length - 1;
       continue;
     }
     const found = optionOf(word, options);
     if (!found) return undefined;
     const [name, opt] = found;
-    if (opt.type === 'count') {
-      args[name] = ((args[name] as number | undefined) ?? 0) + 1;
-    } else if (opt.type === 'boolean') {
+    if (opt.type === 'boolean') {
       // yargs takes a following true or false as the flag's value; and a repeated flag
-      // is not worth mimicking.
+      // (already set: defaults come after the loop) is not worth mimicking.
       const next = argv[i + 1];
-      if (next === 'true' || next === 'false' || seen.has(name)) return undefined;
+      if (next === 'true' || next === 'false' || args[name] !== undefined) return undefined;
       args[name] = true;
     } else {
       const value = argv[i + 1];
@@ -94,7 +93,6 @@ export function quickParse(
       if (prev === undefined) args[name] = value;
       else args[name] = Array.isArray(prev) ? [...(prev as string[]), value] : [prev, value];
     }
-    seen.add(name);
   }
   for (const [name, opt] of Object.entries(options)) {
     if (args[name] !== undefined) continue;

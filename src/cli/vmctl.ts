@@ -206,10 +206,10 @@ async function commandListParser(argv: string[]): Promise<Argv> {
  * verb is yargs' default command, so that yargs neither matches command words again nor
  * lays out help text that will not be shown.
  */
-async function verbParser(argv: string[], verb: Verb, cmd: Command, help: boolean): Promise<Argv> {
-  const positionals = verb.command.split(' ').slice(1).join(' ');
+async function verbParser(argv: string[], cmd: Command, help: boolean): Promise<Argv> {
+  const word = cmd.positional ? ` [${cmd.positional.name}]` : '';
   const y = (await baseParser(argv, help)).usage(cmd.usage);
-  return y.command(`$0 ${positionals}`.trimEnd(), false, (sub) => {
+  return y.command(`$0${word}`, false, (sub) => {
     const built = yargsSpec(sub, cmd);
     return cmd.epilogue ? built.epilogue(cmd.epilogue) : built;
   });
@@ -235,7 +235,7 @@ export async function yargsArgs(
   argv: string[],
 ): Promise<Record<string, unknown>> {
   const cmd = await VERBS[verb].load();
-  return (await parse(await verbParser(argv, VERBS[verb], cmd, false), argv)).args;
+  return (await parse(await verbParser(argv, cmd, false), argv)).args;
 }
 
 /** A context for one verb; `finish` releases what it holds. */
@@ -336,7 +336,7 @@ export async function main(argv: string[], io: Io = processIo()): Promise<number
     let args = quickParse(resolved.argv, cmd);
     if (args === undefined) {
       const help = resolved.argv.some((a) => a === '--help' || a === '-h');
-      const parser = await verbParser(resolved.argv, VERBS[resolved.verb], cmd, help);
+      const parser = await verbParser(resolved.argv, cmd, help);
       const parsed = await parse(parser, resolved.argv);
       if (parsed.help !== undefined) {
         writeTo(io, 'stdout', `${parsed.help}\n`);
